@@ -1,0 +1,1 @@
+"""Conditioning inputs for the diffusion models: covariates (brain) and report / prompt text."""
