@@ -1,0 +1,39 @@
+"""Safe weights I/O (safetensors, ``torch.load(weights_only=True)``, sha256, latent scale factor in metadata)
+and loading of old GenerativeModels checkpoints into MONAI 1.6 networks.
+
+Names resolve lazily so that ``import common.weights`` does not import torch (CLIs start fast).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "WeightsError": "io",
+    "WeightsNotFoundError": "io",
+    "SCALE_FACTOR_KEY": "io",
+    "save_weights": "io",
+    "load_weights": "io",
+    "load_into": "io",
+    "check_state_dict": "io",
+    "read_metadata": "io",
+    "read_scale_factor": "io",
+    "sha256_file": "io",
+    "verify_sha256": "io",
+    "load_generative_models_checkpoint": "legacy",
+    "convert_generative_models_state_dict": "legacy",
+    "legacy_net_kwargs": "legacy",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__
