@@ -1,0 +1,105 @@
+"""Report text -> ``Condition(context=token states)``, with prompt dropout for classifier-free guidance.
+
+Training: each report is replaced by the empty prompt with probability ``prompt_dropout`` (the paper's 10%), so
+one UNet learns both the conditional and the unconditional model. Inference: ``condition(prompts)`` and
+``null_condition(n)`` (the empty prompt) feed the guided sampler.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from common.conditioning.base import Condition
+from common.conditioning.text import TextEncoder, check_prompt, get_text_encoder
+
+__all__ = ["TextConditioner", "check_guidance_scale"]
+
+
+def check_guidance_scale(value: object) -> float:
+    """A guidance scale as a float >= 0, or a one-line ValueError saying what to pass."""
+    try:
+        scale = float(value)  # type: ignore[arg-type]
+        if isinstance(value, bool):
+            raise TypeError
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"guidance_scale must be a number >= 0 (got {value!r}); e.g. --guidance_scale 3.0 (1.0 = no guidance)"
+        ) from None
+    if not scale >= 0.0 or scale == float("inf"):
+        raise ValueError(
+            f"guidance_scale must be a finite number >= 0 (got {value!r}); e.g. --guidance_scale 3.0 (1.0 = no guidance)"
+        )
+    return scale
+
+
+class TextConditioner:
+    """Maps a batch's report text (training) or user prompts (inference) to cross-attention context.
+
+    Args:
+        encoder: a ``TextEncoder``; or None to build one from ``encoder_name`` / ``encoder_path`` / ``max_length``
+            (cached per process).
+        key: the batch key holding the report text (``report`` in the built-in CXR datalist).
+        prompt_dropout: probability of replacing a report by the empty prompt in training.
+        device: where the context tensors are put.
+    """
+
+    def __init__(
+        self,
+        encoder: TextEncoder | None = None,
+        key: str = "report",
+        prompt_dropout: float = 0.1,
+        encoder_name: str = "minilm",
+        encoder_path: str | os.PathLike | None = None,
+        max_length: int | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        if not 0.0 <= float(prompt_dropout) <= 1.0:
+            raise ValueError(f"prompt_dropout must be in [0, 1] (got {prompt_dropout}); the paper uses 0.1")
+        self._encoder = encoder
+        self._spec = (encoder_name, encoder_path, max_length)
+        self.key = key
+        self.prompt_dropout = float(prompt_dropout)
+        self.device = torch.device(device)
+
+    @property
+    def encoder(self) -> TextEncoder:
+        """Built on first use, so that configs parse without loading the language model."""
+        if self._encoder is None:
+            name, path, max_length = self._spec
+            self._encoder = get_text_encoder(name, path, max_length)
+        return self._encoder
+
+    @property
+    def context_dim(self) -> int:
+        return self.encoder.dim
+
+    def prompts_of(self, batch: Mapping) -> list[str]:
+        """The report strings of a collated batch (a list of str, or a single str for batch size 1)."""
+        if self.key not in batch:
+            raise KeyError(f"batch has no {self.key!r} text (keys: {sorted(batch)}); set the conditioner's key")
+        texts = batch[self.key]
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        return [check_prompt(t) for t in texts]
+
+    def drop(self, prompts: Sequence[str], generator: torch.Generator | None = None) -> list[str]:
+        """Replace each prompt by ``""`` with probability ``prompt_dropout`` (global RNG unless a generator)."""
+        if self.prompt_dropout <= 0.0:
+            return list(prompts)
+        keep = torch.rand(len(prompts), generator=generator) >= self.prompt_dropout
+        return [p if k else "" for p, k in zip(prompts, keep.tolist())]
+
+    def condition(self, prompts: Sequence[str] | str) -> Condition:
+        """The Condition for user prompts (no dropout)."""
+        return Condition(context=self.encoder.encode(prompts).to(self.device))
+
+    def null_condition(self, num: int) -> Condition:
+        """The unconditional Condition (empty prompt) for ``num`` samples."""
+        return Condition(context=self.encoder.encode([""] * int(num)).to(self.device))
+
+    def __call__(self, batch: Mapping, train: bool = True) -> Condition:
+        """The Condition of a training / validation batch; prompt dropout only when ``train``."""
+        prompts = self.prompts_of(batch)
+        return self.condition(self.drop(prompts) if train else prompts)
