@@ -75,7 +75,7 @@ def read_large_files(bundle_dir: str | os.PathLike) -> list[dict[str, Any]]:
     return entries
 
 
-def _published_paths(bundle_dir: Path) -> set[str]:
+def published_paths(bundle_dir: Path) -> set[str]:
     """Posix paths (relative to the bundle) of published weights: downloaded on demand, not shipped."""
     paths = set()
     for item in read_large_files(bundle_dir):
@@ -95,7 +95,7 @@ def bundle_files(bundle_dir: str | os.PathLike) -> list[dict[str, Any]]:
     root = Path(bundle_dir)
     if not root.is_dir():
         raise ZooIndexError(f"{root}: not a bundle directory")
-    published = _published_paths(root)
+    published = published_paths(root)
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in _SKIP_DIRS)
