@@ -1,0 +1,113 @@
+"""Write sample arrays to NIfTI / PNG atomically (temp file in the target folder, then rename)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+_NIFTI_EXT = (".nii", ".nii.gz")
+
+
+def _to_numpy(array) -> np.ndarray:
+    """numpy view of a numpy array or (CPU / device) torch tensor, without importing torch."""
+    if hasattr(array, "detach"):
+        array = array.detach().cpu().numpy()
+    return np.asarray(array)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path next to ``path`` (same extension); rename it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory; give a file path")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"output folder {path.parent} does not exist; create it first")
+    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_nifti(array, path: str | os.PathLike, affine=None) -> Path:
+    """Write a 2D/3D image as float32 NIfTI with ``affine`` (4x4, mm; identity if None) as qform and sform.
+
+    array: [*spatial], or [C, *spatial] with the channel first (MONAI layout); C == 1 is dropped, C > 1 is stored
+    as the last NIfTI axis. Values are written as they are.
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    if not path.name.endswith(_NIFTI_EXT):
+        raise ValueError(f"NIfTI path must end with .nii or .nii.gz, got {path.name}")
+    arr = _to_numpy(array).astype(np.float32, copy=False)
+    if arr.ndim in (3, 4) and arr.shape[0] == 1:
+        arr = arr[0]  # [1, *spatial] -> [*spatial]
+    elif arr.ndim == 4:
+        arr = np.moveaxis(arr, 0, -1)  # [C, X, Y, Z] -> [X, Y, Z, C]
+    if arr.ndim not in (2, 3, 4) or arr.size == 0:
+        raise ValueError(f"write_nifti expects [*spatial] or [C, *spatial] with 2 or 3 spatial dims, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"write_nifti: array for {path.name} has NaN or inf values; check the model output")
+    aff = np.eye(4) if affine is None else _to_numpy(affine).astype(np.float64)
+    if aff.shape != (4, 4) or not np.isfinite(aff).all() or abs(np.linalg.det(aff[:3, :3])) < 1e-12:
+        raise ValueError(f"affine must be a finite, invertible 4x4 matrix, got shape {aff.shape}")
+    img = nib.Nifti1Image(arr, aff)
+    img.header.set_xyzt_units("mm")
+    img.set_qform(aff, code=1)
+    img.set_sform(aff, code=1)
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+    return path
+
+
+def write_png(array, path: str | os.PathLike, bits: int = 8, spatial_order: str = "xy") -> Path:
+    """Write a 2D image as 8- or 16-bit PNG (grey, or RGB for 3 channels).
+
+    array: [*spatial] or [C, *spatial] (C in 1, 3), floats in [0, 1] (scaled to the full integer range, rounded)
+    or integers already in range. spatial_order "xy" (default) is MONAI's layout (first axis = image width, as
+    ``LoadImage`` reads PNGs and ``SaveImage`` writes them, so files round-trip); "yx" is row-major (rows first).
+    """
+    from PIL import Image
+
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"PNG path must end with .png, got {path.name}")
+    if bits not in (8, 16):
+        raise ValueError(f"bits must be 8 or 16, got {bits}")
+    if spatial_order not in ("xy", "yx"):
+        raise ValueError(f"spatial_order must be 'xy' (MONAI layout) or 'yx' (rows first), got {spatial_order!r}")
+    arr = _to_numpy(array)
+    if arr.ndim == 3 and arr.shape[0] in (1, 3):
+        arr = arr[0] if arr.shape[0] == 1 else np.moveaxis(arr, 0, -1)
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] != 3):
+        raise ValueError(f"write_png expects [H, W] or [C, H, W] with C 1 or 3, got shape {_to_numpy(array).shape}")
+    if spatial_order == "xy":
+        arr = np.swapaxes(arr, 0, 1)
+    top = 255 if bits == 8 else 65535
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all():
+            raise ValueError(f"write_png: array for {path.name} has NaN or inf values; check the model output")
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo < -1e-6 or hi > 1 + 1e-6:
+            raise ValueError(f"write_png: float values must be in [0, 1], got [{lo:.4g}, {hi:.4g}]; clip or rescale first")
+        arr = np.rint(np.clip(arr, 0.0, 1.0) * top)
+    elif arr.size and (arr.min() < 0 or arr.max() > top):
+        raise ValueError(f"write_png: integer values must be in [0, {top}] for {bits}-bit, got [{arr.min()}, {arr.max()}]")
+    arr = np.ascontiguousarray(arr.astype(np.uint8 if bits == 8 else np.uint16))
+    if bits == 16 and arr.ndim == 3:
+        raise ValueError("write_png: 16-bit PNG is grey only; give one channel or bits=8")
+    img = Image.fromarray(arr)
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
+    return path
