@@ -10,6 +10,7 @@ stable, tests and docs/verify.md refer to them):
 ``model-card``     docs/README.md lacks a model-card section  ``models-size``   shipped weights over the size limit
 ``index-file``     a file listed in the index is missing or has another size / sha256
 ``index-stale``    the index differs from a rebuild           ``depends-on``    depends_on names an unknown bundle
+``bundle-missing`` a bundle named on the command line does not exist
 
 Nothing is instantiated: ``_target_`` strings are resolved the way MONAI's ConfigComponent does
 (short names through MONAI's ComponentLocator, dotted names through ``pydoc.locate``), so the check is
@@ -498,7 +499,7 @@ def verify_bundles(
             if n in known:
                 dirs.append(bundles_dir / n)
             else:
-                failures.append(Failure(n, "-", "required-file", f"no bundle folder {bundles_dir / n}: check the name"))
+                failures.append(Failure(n, "-", "bundle-missing", f"no bundle folder {bundles_dir / n}: check the name"))
     else:
         dirs = all_dirs
         if index is not None:
