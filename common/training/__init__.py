@@ -1,0 +1,50 @@
+"""Trainers of the two-stage generative recipes, shared by the bundles (2D and 3D).
+
+Stage 1, autoencoder: `monai.engines.AdversarialTrainer` with `KLAutoencoderInferer`, `AutoencoderLoss`
+(L1 + KL + optional perceptual, `build_perceptual_loss` never downloads), `GeneratorAdversarialLoss` (warm-up)
+and `DiscriminatorAdversarialLoss`.
+Stage 2, diffusion: `monai.engines.SupervisedTrainer` with `LatentCacheDataset` (frozen autoencoder latents,
+scale factor), `ConditionedDiffusionPrepareBatch` (epsilon / v_prediction, a conditioner batch -> Condition)
+and `ConditionedDiffusionInferer`.
+Handlers: `SafetensorsExport` (inference weights + scale factor), `ResumeFromLatest`, `EngineProgress`,
+`TermsToOutput`. Names resolve lazily so `import common.training` does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "KLAutoencoderInferer": "autoencoder",
+    "AutoencoderPrepareBatch": "autoencoder",
+    "AutoencoderLoss": "autoencoder",
+    "GeneratorAdversarialLoss": "autoencoder",
+    "DiscriminatorAdversarialLoss": "autoencoder",
+    "build_perceptual_loss": "autoencoder",
+    "kl_divergence": "autoencoder",
+    "ConditionedDiffusionPrepareBatch": "diffusion",
+    "ConditionedDiffusionInferer": "diffusion",
+    "LatentCacheDataset": "latents",
+    "BuildLatents": "latents",
+    "compute_scale_factor": "latents",
+    "SafetensorsExport": "handlers",
+    "ResumeFromLatest": "handlers",
+    "EngineProgress": "handlers",
+    "TermsToOutput": "handlers",
+    "latest_checkpoint": "handlers",
+    "load_datalist": "data",
+    "run_stage": "stages",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,31 @@
+"""Datalist loading for training, with one-line errors that say what is wrong and how to fix it."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+
+def load_datalist(datalist: str, split: str = "training", max_items: int | None = None) -> list[dict[str, Any]]:
+    """Entries of one split of a Decathlon-style datalist, file paths made absolute (relative to its folder)."""
+    if not datalist or not os.path.isfile(datalist):
+        raise FileNotFoundError(
+            f"datalist not found: {datalist!r}; make the built-in one with "
+            "`python -m common.data make brain --dims 3 --n 64 --out DIR` and pass --datalist DIR/datalist.json"
+        )
+    try:
+        with open(datalist) as f:
+            content = json.load(f)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"datalist {datalist} is not valid JSON ({err.msg} at line {err.lineno})") from None
+    if not isinstance(content, dict) or not isinstance(content.get(split), list) or not content[split]:
+        keys = sorted(content) if isinstance(content, dict) else type(content).__name__
+        raise ValueError(f"datalist {datalist} has no non-empty '{split}' list (it has: {keys})")
+    from monai.data import load_decathlon_datalist
+
+    entries = load_decathlon_datalist(datalist, is_segmentation=False, data_list_key=split,
+                                      base_dir=os.path.dirname(os.path.abspath(datalist)))
+    if max_items is not None and int(max_items) > 0:
+        entries = entries[: int(max_items)]
+    return entries

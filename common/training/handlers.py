@@ -1,0 +1,158 @@
+"""Ignite handlers of the training room: safetensors export, resume from the latest checkpoint, progress.
+
+Periodic full checkpoints (networks, optimisers, losses, progress) are MONAI's CheckpointSaver; these
+handlers add what it lacks: export of the inference weights as safetensors (with the latent scale factor in
+the metadata), and resuming from whatever checkpoint is newest in a folder (a crashed run restarts with the
+same command).
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events
+
+logger = logging.getLogger(__name__)
+
+
+def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
+    """The module inside DistributedDataParallel / DataParallel."""
+    return network.module if hasattr(network, "module") and isinstance(network.module, torch.nn.Module) else network
+
+
+def _is_main_process() -> bool:
+    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or (
+        torch.distributed.get_rank() == 0
+    )
+
+
+class EngineProgress:
+    """state_dict / load_state_dict of an engine's epoch and iteration only.
+
+    Ignite's own Engine.state_dict() in MONAI's trainers includes the network objects themselves, which cannot
+    be loaded with weights_only=True; this keeps checkpoints to plain tensors and ints.
+    """
+
+    def __init__(self) -> None:
+        self.engine: Engine | None = None
+
+    def attach(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def state_dict(self) -> dict[str, int]:
+        if self.engine is None:
+            raise RuntimeError("EngineProgress is not attached to a trainer (add it to train_handlers)")
+        return {"epoch": int(self.engine.state.epoch), "iteration": int(self.engine.state.iteration)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if self.engine is None:
+            raise RuntimeError("EngineProgress is not attached to a trainer (add it to train_handlers)")
+        self.engine.state.epoch = int(state["epoch"])
+        self.engine.state.iteration = int(state["iteration"])
+
+
+def latest_checkpoint(checkpoint_dir: str, pattern: str = "*.pt") -> str | None:
+    """Newest checkpoint file in a folder (by modification time), or None."""
+    files = [f for f in glob.glob(os.path.join(checkpoint_dir, pattern)) if os.path.isfile(f)]
+    return max(files, key=os.path.getmtime) if files else None
+
+
+class ResumeFromLatest:
+    """At STARTED, load the newest checkpoint in `checkpoint_dir` (if any) into `load_dict`; else start fresh.
+
+    Uses MONAI's CheckpointLoader (torch.load with weights_only=True). `resume=False` always starts fresh.
+    """
+
+    def __init__(
+        self, checkpoint_dir: str, load_dict: Mapping[str, Any], resume: bool = True, pattern: str = "*.pt"
+    ) -> None:
+        self.checkpoint_dir = checkpoint_dir
+        self.load_dict = dict(load_dict)
+        self.resume = resume
+        self.pattern = pattern
+        self.loaded_from: str | None = None
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        from monai.handlers import CheckpointLoader
+
+        path = latest_checkpoint(self.checkpoint_dir, self.pattern) if self.resume else None
+        if path is None:
+            logger.info("no checkpoint in %s: training from scratch", self.checkpoint_dir)
+            return
+        CheckpointLoader(load_path=path, load_dict=self.load_dict, map_location="cpu", strict=True)(engine)
+        self.loaded_from = path
+        logger.info("resumed from %s at epoch %d, iteration %d", path, engine.state.epoch, engine.state.iteration)
+
+
+class SafetensorsExport:
+    """Write `network`'s weights to `path` as safetensors (atomic, via common.weights) for inference.
+
+    Written every `interval` iterations (0: never) and when training completes, on the main process only.
+    `scale_factor_from`: an object whose `scale_factor` attribute is stored as metadata["scale_factor"]
+    (the latent scale of an LDM's diffusion weights). `metadata`: more str -> str entries.
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        path: str,
+        interval: int = 0,
+        metadata: Mapping[str, Any] | None = None,
+        scale_factor_from: Any = None,
+    ) -> None:
+        self.network = network
+        self.path = path
+        self.interval = int(interval)
+        self.metadata = dict(metadata or {})
+        self.scale_factor_from = scale_factor_from
+
+    def attach(self, engine: Engine) -> None:
+        if self.interval > 0:
+            engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval), self)
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def current_metadata(self, engine: Engine | None = None) -> dict[str, str]:
+        metadata = {str(k): str(v) for k, v in self.metadata.items()}
+        if self.scale_factor_from is not None:
+            scale = getattr(self.scale_factor_from, "scale_factor", None)
+            if scale is None:
+                raise RuntimeError("SafetensorsExport: the latent scale factor has not been computed yet")
+            metadata["scale_factor"] = repr(float(scale))
+        if engine is not None:
+            metadata["iteration"] = str(engine.state.iteration)
+            metadata["epoch"] = str(engine.state.epoch)
+        return metadata
+
+    def __call__(self, engine: Engine | None = None) -> None:
+        if not _is_main_process():
+            return
+        from common.weights import save_weights
+
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        save_weights(_unwrap(self.network).state_dict(), self.path, metadata=self.current_metadata(engine))
+        logger.info("wrote %s", self.path)
+
+
+class TermsToOutput:
+    """Copy a loss object's `last_terms` dict (e.g. l1 / kl / perceptual) into engine.state.output each iteration,
+    so StatsHandler / TensorBoardStatsHandler can log every term."""
+
+    def __init__(self, loss: Any, prefix: str = "") -> None:
+        self.loss = loss
+        self.prefix = prefix
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        if isinstance(engine.state.output, dict):
+            for name, value in getattr(self.loss, "last_terms", {}).items():
+                engine.state.output[f"{self.prefix}{name}"] = value
