@@ -112,13 +112,19 @@ def test_no_python(zoo: Zoo):
         ),
         (
             lambda m: m["network_data_format"]["outputs"]["image"].update(value_range=[0]),
-            "network_data_format.outputs.image.value_range: [0] is not valid under any of the given schemas",
+            "network_data_format.outputs.image.value_range: matches none of the allowed forms ([0] is expected to be empty; "
+            "[0] is too short)",
         ),
         (
             lambda m: m["network_data_format"]["outputs"]["image"].update(is_patch_data="false"),
             "network_data_format.outputs.image.is_patch_data: 'false' is not of type 'boolean'",
         ),
         (lambda m: m.update(sources={"huggingface": {"revision": "main"}}), "sources.huggingface: 'repo_id' is a required property"),
+        (
+            lambda m: m.pop("required_packages_version"),
+            "(top level): matches none of the allowed forms ('optional_packages_version' is a required property; "
+            "'required_packages_version' is a required property)",
+        ),
     ],
 )
 def test_metadata_schema(zoo: Zoo, mutate, detail: str):

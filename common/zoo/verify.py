@@ -175,9 +175,17 @@ def check_metadata(bundle_dir: Path, schema: dict) -> list[Failure]:
     validator = jsonschema.Draft7Validator(schema)
     errors = sorted(validator.iter_errors(meta), key=lambda e: (list(map(str, e.absolute_path)), e.message))
     return [
-        Failure(bundle_dir.name, METADATA_PATH, "metadata-schema", f"{_json_path(e.absolute_path)}: {_short(e.message)}")
+        Failure(bundle_dir.name, METADATA_PATH, "metadata-schema", f"{_json_path(e.absolute_path)}: {_schema_message(e)}")
         for e in errors
     ]
+
+
+def _schema_message(error: Any) -> str:
+    """A schema error in one short line; anyOf / oneOf errors list what each alternative wanted."""
+    if error.validator in ("anyOf", "oneOf") and error.context:
+        wanted = "; ".join(sorted({_short(c.message, 80) for c in error.context}))
+        return _short(f"matches none of the allowed forms ({wanted})")
+    return _short(error.message)
 
 
 def check_large_files(bundle_dir: Path) -> list[Failure]:
