@@ -14,7 +14,8 @@ code paths against it. It serves:
   enough of the upload API for ``HfApi.upload_folder`` with regular (non-LFS) uploads and ``create_tag``.
 - ``GET /files/{path}``: plain files for the zoo's ``url`` source.
 Faults, per served path: ``cut`` (send half the body, then drop the connection; later range requests are
-dropped before any answer) and ``stall`` (send half, then wait until ``release`` is set).
+dropped before any answer), ``cut-once`` (the same the first time only; later requests are served, as
+when the network comes back) and ``stall`` (send half, then wait until ``release`` is set).
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class HubServer:
         self.repos: dict[str, Repo] = {}
         self.plain: dict[str, bytes] = {}
         self.faults: dict[str, str] = {}
+        self.cut_done: set[str] = set()
         self.requests: list[tuple[str, str]] = []
         self.stalled = threading.Event()
         self.release = threading.Event()
@@ -96,7 +98,7 @@ class HubServer:
             server.daemon_threads = True
             server.hub = self  # type: ignore[attr-defined]
             server.role = role  # type: ignore[attr-defined]
-            threading.Thread(target=server.serve_forever, daemon=True).start()
+            threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
             self._servers.append(server)
         return self
 
@@ -165,7 +167,12 @@ class _Handler(BaseHTTPRequestHandler):
         """200 / 206 with the body, unless the path has a fault to play."""
         fault = self.hub.faults.get(key)
         range_header = self.headers.get("Range")
-        if fault and not head and range_header:
+        if fault == "cut-once" and not head:
+            with self.hub._lock:
+                if key in self.hub.cut_done:
+                    fault = None  # the network is back: the client's next attempt is served
+                self.hub.cut_done.add(key)
+        if fault and fault != "cut-once" and not head and range_header:
             return self._drop()  # the server is gone: the client's resume attempts get no answer
         start = 0
         status = 200
@@ -182,7 +189,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if head:
             return
-        if fault in ("cut", "stall"):
+        if fault in ("cut", "cut-once", "stall"):
             self.wfile.write(body[: len(body) // 2])
             self.wfile.flush()
             if fault == "stall":

@@ -171,19 +171,17 @@ def test_hub_checksum_mismatch_deletes_the_file(tmp_path: Path, server: HubServe
     assert bad["models/model.safetensors"] not in blobs and len(blobs) == 2  # the two good config files stay cached
 
 
-def test_hub_connection_cut_mid_file_leaves_nothing_complete(tmp_path: Path, server: HubServer) -> None:
+def test_hub_connection_cut_mid_file_is_retried_and_checked(tmp_path: Path, server: HubServer) -> None:
     files = make_files(6)
     server.add_repo(f"{ORG}/toy", files, tags=("0.1.0",))
-    server.faults[f"{ORG}/toy/models/model.safetensors"] = "cut"
+    server.faults[f"{ORG}/toy/models/model.safetensors"] = "cut-once"
     index = write_index(tmp_path / "index.json", {"toy": entry("toy", files)})
     r = run_cli(["--index", str(index), "download", "toy", "--dir", "out"], tmp_path, server)
-    assert r.returncode == 1
-    assert "toy/models/model.safetensors: download from" in one_error_line(r.stderr)
-    assert not (tmp_path / "out" / "toy").exists()
-    weights = files["models/model.safetensors"]
-    assert all(b.read_bytes() != weights for b in cache_blobs(tmp_path)) and len(cache_blobs(tmp_path)) == 2
-    resumes = [p for m, p in server.requests if m == "GET" and p.startswith("/cdn/")]
-    assert len(resumes) >= 2, "huggingface_hub should have tried to resume"
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out/toy/models/model.safetensors").read_bytes() == files["models/model.safetensors"]
+    cdn_gets = [p for m, p in server.requests if m == "GET" and p.startswith("/cdn/")]
+    assert len(cdn_gets) == 2, "huggingface_hub retries the cut file once"
+    assert not list((tmp_path / "hub-cache").rglob("*.incomplete"))
 
 
 def test_killed_download_leaves_no_complete_file(tmp_path: Path, server: HubServer) -> None:
@@ -312,3 +310,49 @@ def test_published_table_matches_generative_models_large_files() -> None:
     direct = google_drive_direct(PUBLISHED_WEIGHTS["brain_ldm_3d"][0]["url"])
     assert direct == "https://drive.usercontent.google.com/download?id=1CZHwxHJWybOsDavipD0EorDPOo_mzNeX&export=download&confirm=t"
     assert google_drive_direct("https://example.org/a.pt") == "https://example.org/a.pt"
+
+
+def test_push_bundle_then_download_with_the_zoo_and_with_monai(tmp_path: Path, server: HubServer) -> None:
+    from common.zoo.index import write_index as build_and_write_index
+
+    files = make_files(11)
+    for rel, data in files.items():
+        (tmp_path / "bundles/toy" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "bundles/toy" / rel).write_bytes(data)
+    build_and_write_index(tmp_path / "index.json", tmp_path / "bundles")
+    env = dict(
+        os.environ, HF_ENDPOINT=server.endpoint, HF_HUB_OFFLINE="0", TRANSFORMERS_OFFLINE="0",
+        HF_HUB_CACHE=str(tmp_path / "hub-cache"), HF_HOME=str(tmp_path / "hf-home"), PYTHONPATH=str(REPO),
+    )
+    push = [sys.executable, str(REPO / "ci/push_bundle.py"), "toy", "--bundles-dir", "bundles", "--index", "index.json"]
+    r = subprocess.run(push, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and f"pushed toy 0.1.0 to {ORG}/toy@" in r.stdout, r.stderr
+    repo = server.repos[f"{ORG}/toy"]
+    assert repo.commits[repo.tags["0.1.0"]] == {".gitattributes": repo.commits[repo.tags["0.1.0"]][".gitattributes"], **files}
+
+    # MONAI's own bundle download fetches the same repo at the version tag (started now: importing monai is slow)
+    monai = [sys.executable, "-m", "monai.bundle", "download", "--name", "toy", "--source", "huggingface_hub",
+             "--repo", f"{ORG}/toy", "--version", "0.1.0", "--bundle_dir", "monai_bundles"]
+    proc = subprocess.Popen(monai, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        r = subprocess.run(push, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and "nothing pushed" in r.stdout
+        r = run_cli(["--index", "index.json", "download", "toy", "--dir", "out"], tmp_path, server)
+        assert r.returncode == 0, r.stderr
+        assert all((tmp_path / "out/toy" / rel).read_bytes() == data for rel, data in files.items())
+
+        # a changed bundle under the same version is refused: a published tag never moves
+        (tmp_path / "bundles/toy/configs/inference.json").write_text('{"seed": 12}')
+        build_and_write_index(tmp_path / "index.json", tmp_path / "bundles")
+        r = subprocess.run(push, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1 and "bump the bundle's version" in one_error_line(r.stderr)
+        (tmp_path / "bundles/toy/configs/inference.json").write_text('{"seed": 13}')
+        r = subprocess.run([*push, "--dry-run"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1 and "differs from the index" in one_error_line(r.stderr)
+
+        _, monai_err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, monai_err[-2000:]
+    assert all((tmp_path / "monai_bundles/toy" / rel).read_bytes() == data for rel, data in files.items())
