@@ -44,6 +44,8 @@ def test_bundle_files_lists_every_shipped_file_with_size_and_sha256(bundles: Pat
     (bundle / "configs" / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"x")
     (bundle / "models" / "paper").mkdir()
     (bundle / "models" / "paper" / "model.pth").write_bytes(b"downloaded")  # published weights: not shipped
+    (bundle / "models" / "paper" / "sd-2-1-base").mkdir()  # user-provided resource: not shipped
+    (bundle / "models" / "paper" / "sd-2-1-base" / "config.json").write_text("{}")
     files = bundle_files(bundle)
     expected = sorted(
         p.relative_to(FIXTURE).as_posix()
@@ -74,6 +76,8 @@ def test_build_index_entry_from_metadata_and_large_files(bundles: Path):
             "sha256": None,  # empty hash_val: unknown
             "size": None,
             "config": "configs/paper.json",
+            "hash_type": None,
+            "hash_val": None,
         }
     ]
     assert entry["files"] == bundle_files(bundles / B)
@@ -91,9 +95,9 @@ def test_published_sha256_and_depends_on(bundles: Path):
     meta["depends_on"] = ["brain_ldm_3d"]
     meta_path.write_text(json.dumps(meta))
     entry = build_index(bundles)["bundles"][B]
-    assert [(w["path"], w["sha256"]) for w in entry["published_weights"]] == [
-        ("models/paper/b.pth", None),  # md5 is not a sha256
-        ("models/paper/model.pth", digest),
+    assert [(w["path"], w["sha256"], w["hash_type"], w["hash_val"]) for w in entry["published_weights"]] == [
+        ("models/paper/b.pth", None, "md5", "0cc175b9c0f1b6a831c399e269772661"),  # md5 is not a sha256
+        ("models/paper/model.pth", digest, "sha256", digest),
     ]
     assert entry["depends_on"] == ["brain_ldm_3d"]
 

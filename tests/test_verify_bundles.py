@@ -192,6 +192,22 @@ def test_target_in_overlay_file(zoo: Zoo):
     ]
 
 
+@pytest.mark.parametrize(
+    "expr, detail",
+    [
+        ("$import commonx.weights", "module `commonx.weights` does not import (ModuleNotFoundError: No module named 'commonx')"),
+        ("$from common.conditioning.base import Condition, Nope", "`Nope` not found in module `common.conditioning.base`"),
+        ("$import (", "is not valid Python"),
+    ],
+)
+def test_target_imports(zoo: Zoo, expr: str, detail: str):
+    zoo.edit_json("configs/inference.json", lambda c: c["imports"].append(expr))
+    msgs = zoo.messages()
+    assert len(msgs) == 1, msgs
+    assert msgs[0].startswith(f"{B}: configs/inference.json: target: `imports#2`")
+    assert detail in msgs[0]
+
+
 @pytest.mark.parametrize("rel", ["configs/inference.json", "configs/train.json", "configs/evaluate.json"])
 def test_run_id(zoo: Zoo, rel: str):
     zoo.edit_json(rel, lambda c: c.pop("run"))

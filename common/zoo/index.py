@@ -22,6 +22,7 @@ DEFAULT_BUNDLES_DIR = REPO_ROOT / "bundles"
 DEFAULT_INDEX_PATH = REPO_ROOT / INDEX_FILENAME
 METADATA_PATH = "configs/metadata.json"
 PAPER_CONFIG = "configs/paper.json"
+DOWNLOAD_DIR = "models/paper"  # published weights and user-provided resources (e.g. SD-2.1 CLIP): never shipped
 LARGE_FILES_SUFFIXES = (".yml", ".yaml", ".json")
 _SKIP_DIRS = {"__pycache__"}
 _CHUNK = 1 << 20
@@ -89,8 +90,9 @@ def published_paths(bundle_dir: Path) -> set[str]:
 def bundle_files(bundle_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """Every shipped file of a bundle as ``{path, size, sha256}``, sorted by posix path.
 
-    Skipped: hidden files / folders, ``__pycache__``, and the published weights named in ``large_files.yml``
-    (they are downloaded on demand, so their presence must not make the index stale).
+    Skipped: hidden files / folders, ``__pycache__``, the published weights named in ``large_files.yml`` and
+    everything under ``models/paper/`` (downloaded or user-provided on demand, so their presence must not make the
+    index stale).
     """
     root = Path(bundle_dir)
     if not root.is_dir():
@@ -104,14 +106,18 @@ def bundle_files(bundle_dir: str | os.PathLike) -> list[dict[str, Any]]:
                 continue
             full = Path(dirpath) / fname
             rel = full.relative_to(root).as_posix()
-            if rel in published or not full.is_file():
+            if rel in published or rel.startswith(DOWNLOAD_DIR + "/") or not full.is_file():
                 continue
             out.append({"path": rel, "size": full.stat().st_size, "sha256": sha256_file(full)})
     return sorted(out, key=lambda d: d["path"])
 
 
 def _published_weights(bundle_dir: Path) -> list[dict[str, Any]]:
-    """Index rows for ``large_files.yml``: an empty or non-sha256 ``hash_val`` means sha256 unknown (null)."""
+    """Index rows for ``large_files.yml``: an empty or non-sha256 ``hash_val`` means sha256 unknown (null).
+
+    ``hash_type`` / ``hash_val`` repeat the published hash as given (e.g. md5), null when empty, so a download
+    can still be checked when no sha256 is known.
+    """
     config = PAPER_CONFIG if (bundle_dir / PAPER_CONFIG).is_file() else None
     rows = []
     for item in read_large_files(bundle_dir):
@@ -126,6 +132,8 @@ def _published_weights(bundle_dir: Path) -> list[dict[str, Any]]:
                 "sha256": sha,
                 "size": int(size) if isinstance(size, int) and not isinstance(size, bool) else None,
                 "config": config,
+                "hash_type": hash_type if hash_val else None,
+                "hash_val": hash_val or None,
             }
         )
     return sorted(rows, key=lambda d: d["path"])

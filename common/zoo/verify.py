@@ -3,18 +3,25 @@
 Each broken rule is one ``Failure`` printed as ``<bundle>: <file>: <rule>: <detail>``. Rules (names are
 stable, tests and docs/verify.md refer to them):
 
-``required-file``  a file of the contract is missing          ``no-python``     a ``.py`` file in the bundle
-``metadata-schema`` metadata.json breaks the metadata schema   ``large-files``   large_files.yml unreadable / bad entry
-``config-parse``   a config does not load or parse            ``config-ref``    an ``@id`` reference names no item
-``target``         a ``_target_`` does not resolve            ``run-id``        a config lacks its ``run`` id
-``model-card``     docs/README.md lacks a model-card section  ``models-size``   shipped weights over the size limit
-``index-file``     a file listed in the index is missing or has another size / sha256
-``index-stale``    the index differs from a rebuild           ``depends-on``    depends_on names an unknown bundle
-``bundle-missing`` a bundle named on the command line does not exist
+- ``required-file``: a file or folder of the contract is missing
+- ``no-python``: a ``.py`` / ``.pyc`` file in the bundle
+- ``metadata-schema``: configs/metadata.json breaks the metadata schema (common/zoo/schema/meta_schema.json)
+- ``large-files``: large_files.yml does not parse or has a bad entry
+- ``config-parse``: a config does not load, or ConfigParser.parse fails (bad macro / relative id)
+- ``config-ref``: an ``@id`` reference names no item (base configs alone, overlays over their base)
+- ``target``: a ``_target_`` or an ``imports`` entry does not resolve
+- ``run-id``: inference.json / train.json / evaluate.json lacks the ``run`` id
+- ``model-card``: docs/README.md lacks a model-card ``## `` section
+- ``models-size``: shipped weights in models/ over the size limit
+- ``index-file``: a file the index lists is missing or has another size / sha256
+- ``index-stale``: the index differs from a rebuild (or is missing / unreadable)
+- ``depends-on``: depends_on names a bundle that is not in the zoo
+- ``bundle-missing``: a bundle named on the command line does not exist
 
 Nothing is instantiated: ``_target_`` strings are resolved the way MONAI's ConfigComponent does
-(short names through MONAI's ComponentLocator, dotted names through ``pydoc.locate``), so the check is
-fast and has no side effects. Heavy imports (monai, jsonschema) happen inside the functions.
+(short names through MONAI's ComponentLocator, dotted names through ``pydoc.locate``), ``imports`` entries
+are imported, so the check is fast and has no side effects beyond module imports. Heavy imports (monai,
+jsonschema) happen inside the functions.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from common.zoo import METADATA_SCHEMA_PATH
 from common.zoo.index import (
     DEFAULT_BUNDLES_DIR,
     DEFAULT_INDEX_PATH,
+    DOWNLOAD_DIR,
     METADATA_PATH,
     ZooIndexError,
     index_entry,
@@ -131,11 +139,11 @@ def check_models_size(bundle_dir: Path, limit: int = MAX_MODELS_BYTES) -> list[F
         published = published_paths(bundle_dir)
     except ZooIndexError:
         published = set()
-    total = sum(
-        p.stat().st_size
-        for p in _walk_files(models)
-        if p.is_file() and p.relative_to(bundle_dir).as_posix() not in published
-    )
+    total = 0
+    for p in _walk_files(models):
+        rel = p.relative_to(bundle_dir).as_posix()
+        if p.is_file() and rel not in published and not rel.startswith(DOWNLOAD_DIR + "/"):
+            total += p.stat().st_size
     if total > limit:
         return [
             Failure(
@@ -293,6 +301,54 @@ def _check_targets(bundle: str, rel: str, config: dict, resolver: TargetResolver
     return out
 
 
+def _import_error(module: str, names: list[str]) -> str | None:
+    """None when ``module`` imports (and has ``names``, as attributes or submodules), else why not."""
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except Exception as e:  # ModuleNotFoundError, or an error raised while importing
+        return f"module `{module}` does not import ({type(e).__name__}: {_short(e, 120)})"
+    for name in names:
+        if name != "*" and not hasattr(mod, name):
+            try:
+                importlib.import_module(f"{module}.{name}")
+            except Exception:
+                return f"`{name}` not found in module `{module}`"
+    return None
+
+
+def _check_imports(bundle: str, rel: str, config: dict) -> list[Failure]:
+    """Every ``"$import x"`` / ``"$from x import y"`` in the top-level ``imports`` list resolves."""
+    import ast
+
+    imports = config.get("imports", [])
+    if not isinstance(imports, list):
+        return [Failure(bundle, rel, "target", "`imports` must be a list of \"$import ...\" strings")]
+    out = []
+    for i, expr in enumerate(imports):
+        if not (isinstance(expr, str) and expr.startswith("$")):
+            out.append(Failure(bundle, rel, "target", f"`imports#{i}` must be a \"$import ...\" string"))
+            continue
+        try:
+            tree = ast.parse(expr[1:].strip())
+        except SyntaxError as e:
+            out.append(Failure(bundle, rel, "target", f"`imports#{i}` is not valid Python ({e.msg})"))
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.Import):
+                checks = [(a.name, []) for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                checks = [(node.module, [a.name for a in node.names])]
+            else:
+                continue
+            for module, names in checks:
+                err = _import_error(module, names)
+                if err:
+                    out.append(Failure(bundle, rel, "target", f"`imports#{i}`: {err}"))
+    return out
+
+
 def _check_parse_and_refs(bundle_dir: Path, rels: list[str], label: str) -> list[Failure]:
     """Read ``rels`` (later files over earlier) with the metadata, parse with ConfigParser, check every ``@ref``."""
     from monai.bundle import ConfigParser
@@ -344,6 +400,7 @@ def check_configs(bundle_dir: Path, resolver: TargetResolver) -> list[Failure]:
         out += fails
         if config is not None:
             loaded[rel] = config
+            out += _check_imports(bundle, rel, config)
             out += _check_targets(bundle, rel, config, resolver)
     for rel in RUN_CONFIGS:
         if rel in loaded and RUN_ID not in loaded[rel]:
