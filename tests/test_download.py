@@ -95,7 +95,7 @@ def one_error_line(stderr: str) -> str:
     return lines[0]
 
 
-def test_hub_download_with_dependency_then_offline_from_warm_cache(tmp_path: Path, server: HubServer) -> None:
+def test_hub_download_with_dependency_then_offline_from_warm_cache(tmp_path: Path, server: HubServer, capsys) -> None:
     base, top = make_files(1), make_files(2)
     server.add_repo(f"{ORG}/base", base, tags=("0.1.0",))
     server.add_repo(f"{ORG}/top", top, tags=("0.1.0",))
@@ -109,10 +109,10 @@ def test_hub_download_with_dependency_then_offline_from_warm_cache(tmp_path: Pat
     assert "top 0.1.0: 3 file(s)" in r.stdout and "sha256 OK" in r.stdout
     assert any(p.startswith("/cdn/") for _, p in server.requests), "weights must come through the LFS redirect"
 
-    # a second run finds every file in place and asks the server nothing
+    # a second run finds every file in place and asks the server nothing (in-process: no hub call is made)
     n_before = len(server.requests)
-    r = run_cli(["--index", str(index), "download", "top", "--dir", "out"], tmp_path, server)
-    assert r.returncode == 0 and "0 new, 3 already present" in r.stdout, r.stdout + r.stderr
+    assert cli.main(["--index", str(index), "download", "top", "--dir", str(tmp_path / "out")]) == 0
+    assert "(0 new, 3 already present), sha256 OK" in capsys.readouterr().out
     assert len(server.requests) == n_before
 
     # offline, warm cache: the files come from the hub cache; the server sees no request at all
@@ -123,13 +123,14 @@ def test_hub_download_with_dependency_then_offline_from_warm_cache(tmp_path: Pat
     assert (tmp_path / "out/top/models/model.safetensors").read_bytes() == top["models/model.safetensors"]
     assert len(server.requests) == n_before
 
-    r = run_cli(["--index", str(index), "verify", "--dir", "out"], tmp_path, server)
-    assert r.returncode == 0 and "top: 3 file(s) match the index" in r.stdout
+    out = str(tmp_path / "out")
+    assert cli.main(["--index", str(index), "verify", "--dir", out]) == 0
+    assert "top: 3 file(s) match the index" in capsys.readouterr().out
     (tmp_path / "out/top/configs/inference.json").write_text('{"seed": 99}')
-    r = run_cli(["--index", str(index), "verify", "top", "--dir", "out"], tmp_path, server)
-    assert r.returncode == 1 and "configs/inference.json: differs" in r.stdout
-    r = run_cli(["--index", str(index), "download", "top", "--dir", "out", "--no-deps"], tmp_path, server)
-    assert r.returncode == 1 and "--force" in one_error_line(r.stderr)
+    assert cli.main(["--index", str(index), "verify", "top", "--dir", out]) == 1
+    assert "configs/inference.json: differs" in capsys.readouterr().out
+    assert cli.main(["--index", str(index), "download", "top", "--dir", out, "--no-deps"]) == 1
+    assert "--force" in one_error_line(capsys.readouterr().err)
     r = run_cli(["--index", str(index), "download", "top", "--dir", "out", "--no-deps", "--force"], tmp_path, server)
     assert r.returncode == 0 and (tmp_path / "out/top/configs/inference.json").read_bytes() == top["configs/inference.json"]
 
