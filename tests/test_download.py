@@ -223,6 +223,12 @@ def test_url_source_good_cut_and_mismatch(tmp_path: Path, server: HubServer, mon
     out = tmp_path / "out"
     argv = ["--index", str(index), "download", "toy", "--source", "url", "--dir", str(out)]
 
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert cli.main(argv) == 1
+    assert "HF_HUB_OFFLINE=1 forbids the network" in one_error_line(capsys.readouterr().err)
+    assert server.requests == [] and not (out / "toy").exists()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+
     server.faults["zoo/toy/0.1.0/models/model.safetensors"] = "cut"
     assert cli.main(argv) == 1
     err = capsys.readouterr().err
@@ -302,6 +308,8 @@ def test_list_info_and_name_errors(tmp_path: Path, capsys) -> None:
     assert "version 9.9 is not in the index (it lists 0.1.0)" in one_error_line(capsys.readouterr().err)
     assert cli.main(["--index", str(tmp_path / "nope.json"), "list"]) == 1
     assert "index not found" in one_error_line(capsys.readouterr().err)
+    assert cli.main(["--index", str(index), "verify", "--dir", str(tmp_path / "nowhere")]) == 1
+    assert "folder not found" in one_error_line(capsys.readouterr().err)
 
 
 def test_published_table_matches_generative_models_large_files() -> None:

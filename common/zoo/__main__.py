@@ -132,6 +132,8 @@ def cmd_verify(index: dict[str, Any], args: argparse.Namespace) -> int:
     names = [args.name] if args.name else sorted(index["bundles"])
     if args.name:
         get_entry(index, args.name)
+    if not Path(args.dir).is_dir():
+        raise DownloadError(f"{args.dir}: folder not found: pass --dir, the folder that holds the downloaded bundles")
     failed = 0
     for name in names:
         bundle_dir = Path(args.dir) / name
