@@ -134,6 +134,17 @@ def test_metadata_schema(zoo: Zoo, mutate, detail: str):
     assert msgs[0].startswith(f"{B}: configs/metadata.json: metadata-schema: {detail}")
 
 
+def test_metadata_bad_json_is_one_failure(zoo: Zoo):
+    meta = zoo.bundle / "configs" / "metadata.json"
+    size = meta.stat().st_size
+    meta.write_text("{bad")  # the index cannot be rebuilt: the old one also sees the changed file
+    assert zoo.messages(rebuild=False) == [
+        f"{B}: configs/metadata.json: config-parse: not valid JSON: Expecting property name enclosed in double quotes: "
+        "line 1 column 2 (char 1)",
+        f"{B}: configs/metadata.json: index-file: size 4 bytes, the index lists {size}",
+    ]
+
+
 def test_monai_verify_metadata_accepts_local_schema(zoo: Zoo):
     from monai.bundle import verify_metadata
 

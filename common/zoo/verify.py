@@ -357,9 +357,10 @@ def _check_parse_and_refs(bundle_dir: Path, rels: list[str], label: str) -> list
     bundle = bundle_dir.name
     parser = ConfigParser()
     try:
-        meta = bundle_dir / METADATA_PATH
-        if meta.is_file():
-            parser.read_meta(str(meta))
+        parser.read_meta(str(bundle_dir / METADATA_PATH))  # `@_meta_#...` references resolve against it
+    except Exception:
+        pass  # a missing / broken metadata.json is reported by required-file / config-parse already
+    try:
         parser.read_config([str(bundle_dir / r) for r in rels])
         parser.parse(reset=True)
     except Exception as e:  # macro to a missing id / file, bad relative id, ...
