@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -20,7 +21,7 @@ AGE_RANGE = (45.0, 82.0)  # years, the UK Biobank imaging range the published bu
 # (see docs/data.md); values outside are clipped.
 COVARIATE_RANGES: dict[str, dict[str, tuple[float, float]]] = {
     "3d": {"age": AGE_RANGE, "ventricular_vol_ml": (10.0, 120.0), "brain_vol_ml": (1150.0, 1950.0)},
-    "2d": {"age": AGE_RANGE, "ventricular_vol_ml": (0.0, 1.6), "brain_vol_ml": (8.0, 17.0)},
+    "2d": {"age": AGE_RANGE, "ventricular_vol_ml": (0.0, 4.0), "brain_vol_ml": (11.0, 20.0)},
 }
 # tissue intensities relative to white matter: CSF, GM, WM, lesion
 T1_LEVELS = (0.30, 0.74, 1.0, 0.58)
@@ -112,12 +113,29 @@ def _lesions(t: dict[str, np.ndarray], wm: np.ndarray, age01: float, rng: np.ran
     return (les * wm).astype(np.float32)
 
 
+def _interp_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """Linear interpolation weights [n_out, n_in] with the end points aligned (align_corners=True)."""
+    pos = np.linspace(0.0, n_in - 1, n_out)
+    lo = np.clip(np.floor(pos).astype(int), 0, max(n_in - 2, 0))
+    frac = pos - lo
+    m = np.zeros((n_out, n_in), np.float32)
+    m[np.arange(n_out), lo] = 1.0 - frac
+    if n_in > 1:
+        m[np.arange(n_out), lo + 1] += frac
+    return m
+
+
+def upsample_linear(coarse: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Separable (bi/tri)linear upsampling of a small control grid to ``shape`` (numpy, deterministic)."""
+    out = coarse.astype(np.float32)
+    for axis, n in enumerate(shape):
+        out = np.moveaxis(np.tensordot(_interp_matrix(out.shape[axis], n), np.moveaxis(out, axis, 0), axes=1), 0, axis)
+    return np.ascontiguousarray(out)
+
+
 def _pullback_grid(shape: tuple[int, ...], spacing: float, scale: float, angles: np.ndarray,
                    rng: np.random.Generator, disp_mm: float = 2.5, control_mm: float = 32.0) -> np.ndarray:
     """Template voxel coordinates for every subject voxel: scale + rotation about the centre + smooth warp."""
-    import torch
-    import torch.nn.functional as F
-
     nd = len(shape)
     centre = (np.array(shape, np.float64) - 1) / 2.0
     rot = np.eye(nd)
@@ -132,9 +150,8 @@ def _pullback_grid(shape: tuple[int, ...], spacing: float, scale: float, angles:
         c, s = math.cos(angles[0]), math.sin(angles[0])
         rot = np.array([[c, -s], [s, c]])
     ctrl = tuple(int(math.ceil(n * spacing / control_mm)) + 1 for n in shape)
-    coarse = rng.normal(0.0, disp_mm / spacing, size=(1, nd) + ctrl).astype(np.float32)
-    mode = "trilinear" if nd == 3 else "bicubic"
-    disp = F.interpolate(torch.from_numpy(coarse), size=shape, mode=mode, align_corners=True)[0].numpy()
+    coarse = rng.normal(0.0, disp_mm / spacing, size=(nd,) + ctrl).astype(np.float32)
+    disp = np.stack([upsample_linear(c, shape) for c in coarse])
     idx = np.indices(shape, dtype=np.float32)  # [nd, *shape]
     rel = idx.reshape(nd, -1) - centre[:, None]
     back = (rot.T @ rel) / scale + centre[:, None]
@@ -176,25 +193,31 @@ def synthesise(tissue: dict[str, np.ndarray], levels: tuple[float, float, float,
 
 
 def _bias(shape: tuple[int, ...], rng: np.random.Generator, amp: float = 0.05) -> np.ndarray:
-    import torch
-    import torch.nn.functional as F
+    """A smooth multiplicative bias field (scanner inhomogeneity)."""
+    return np.exp(upsample_linear(rng.normal(0.0, amp, size=(3,) * len(shape)), shape))
 
-    coarse = rng.normal(0.0, amp, size=(1, 1) + (3,) * len(shape)).astype(np.float32)
-    mode = "trilinear" if len(shape) == 3 else "bicubic"
-    return np.exp(F.interpolate(torch.from_numpy(coarse), size=shape, mode=mode, align_corners=True)[0, 0].numpy())
+
+_FIELDS = ("gm", "wm", "csf", "vent", "sd_vent", "depth", "csf_dist")
+
+
+@lru_cache(maxsize=2)
+def _axial_slab(spacing: int) -> tuple[dict[str, np.ndarray], int]:
+    """The template's axial slices in SLICE_Z_MM, slice-major and contiguous (fast per-subject picks)."""
+    t: BrainTemplate = load_template(spacing)
+    k0, k1 = (int(round((z - t.affine[2, 3]) / t.affine[2, 2])) for z in SLICE_Z_MM)
+    return {n: np.ascontiguousarray(np.moveaxis(getattr(t, n)[:, :, k0:k1 + 1], 2, 0)) for n in _FIELDS}, k0
 
 
 def _template_fields(dims: int, spacing: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Template arrays for this subject (3D volume or one axial slice) and the matching affine."""
     t: BrainTemplate = load_template(spacing)
-    names = ("gm", "wm", "csf", "vent", "sd_vent", "depth", "csf_dist")
     if dims == 3:
-        return {k: getattr(t, k) for k in names}, t.affine
-    z_mm = rng.uniform(*SLICE_Z_MM)
-    k = int(round((z_mm - t.affine[2, 3]) / t.affine[2, 2]))
+        return {k: getattr(t, k) for k in _FIELDS}, t.affine
+    slab, k0 = _axial_slab(spacing)
+    k = int(rng.integers(0, len(slab["gm"])))
     aff = t.affine.copy()
-    aff[:3, 3] = t.affine[:3, :3] @ np.array([0, 0, k]) + t.affine[:3, 3]
-    return {n: np.ascontiguousarray(getattr(t, n)[:, :, k]) for n in names}, aff
+    aff[:3, 3] = t.affine[:3, :3] @ np.array([0, 0, k0 + k]) + t.affine[:3, 3]
+    return {n: slab[n][k] for n in _FIELDS}, aff
 
 
 def generate_subject(seed: int | np.random.SeedSequence, index: int = 0, dims: int = 3, spacing: int = 2,
