@@ -50,7 +50,7 @@ class DDPMScheduler(_MonaiDDPM):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Ancestral step from ``timestep`` to the next used timestep; returns (prev_sample, pred_original)."""
         predicted = None
-        if model_output.shape[1] == sample.shape[1] * 2 and self.variance_type in ("learned", "learned_range"):
+        if model_output.ndim > 1 and model_output.shape[1] == sample.shape[1] * 2 and self.variance_type in ("learned", "learned_range"):
             model_output, predicted = torch.split(model_output, sample.shape[1], dim=1)
         t = int(timestep)
         prev = prev_timestep(self.timesteps, t)

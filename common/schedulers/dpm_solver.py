@@ -19,6 +19,19 @@ from ._timesteps import check_num_steps
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 
+def lambda_uniform_timesteps(alphas_cumprod: torch.Tensor, n: int) -> np.ndarray:
+    """``n`` strictly decreasing integer timesteps from T-1 to 0, evenly spaced in lambda = log(alpha / sigma)."""
+    abar = alphas_cumprod.double().cpu().numpy()
+    lam = 0.5 * (np.log(abar) - np.log1p(-abar))  # decreasing in t
+    t_grid = np.arange(len(abar), dtype=np.float64)
+    targets = np.linspace(lam[-1], lam[0], n) if n > 1 else lam[-1:]
+    steps = np.interp(targets, lam[::-1], t_grid[::-1]).round().astype(np.int64)  # descending in t
+    for i in range(n - 2, -1, -1):  # rounding can repeat small timesteps: keep them strictly decreasing
+        steps[i] = max(steps[i], steps[i + 1] + 1)
+    steps = np.minimum(steps, len(abar) - 1 - np.arange(n))
+    return steps
+
+
 class DPMSolverMultistepScheduler(Scheduler):
     """DPM-Solver++ 2M: ``set_timesteps(n)``, ``timesteps``, ``step(model_output, t, sample) -> (prev, x0)``.
 
@@ -50,13 +63,17 @@ class DPMSolverMultistepScheduler(Scheduler):
         self.set_timesteps(num_train_timesteps)
 
     def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
-        """N timesteps from T-1 down, evenly spaced; the solver's last step goes from the smallest one to clean."""
+        """N timesteps from T-1 to 0, uniform in log-SNR (lambda); the last step goes from t=0 to clean.
+
+        Why lambda-uniform ("logSNR" spacing of Lu et al.): the solver is exact in lambda up to its order, and the
+        paper's schedule (beta 0.0015..0.0205) moves lambda fast near t=0. On Gaussian data with the exact
+        denoiser, 10 steps land within 0.03 of the exact ODE solution this way, against 0.59 with evenly
+        spaced timesteps (tests/test_schedulers.py).
+        """
         n = check_num_steps(num_inference_steps, self.num_train_timesteps)
         self.num_inference_steps = n
-        # reference spacing: linspace(0, T-1, N+1) rounded, descending, dropping 0 (the clean end is reached by step)
-        grid = np.linspace(0, self.num_train_timesteps - 1, n + 1).round()[::-1][:-1].astype(np.int64)
-        self.timesteps = torch.from_numpy(grid.copy()).to(device)
-        self._history: list[tuple[float, torch.Tensor]] = []  # (lambda, x0 prediction) of previous steps
+        self.timesteps = torch.from_numpy(lambda_uniform_timesteps(self.alphas_cumprod, n)).to(device)
+        self._history: list[tuple[float, torch.Tensor]] = []  # (lambda, x0 prediction) of the previous step
 
     def _alpha_sigma(self, t: int) -> tuple[float, float]:
         abar = float(self.alphas_cumprod[t]) if t >= 0 else 1.0

@@ -6,6 +6,8 @@
    second timestep twice; so do we.
 2. ``skip_prk_steps=False``: MONAI overwrites ``num_inference_steps`` with ``len(timesteps)`` and then steps by
    ``T // len(timesteps)`` instead of ``T // N`` (final error 1.29 at 10 steps). We keep N.
+3. ``v_prediction``: MONAI mixes the stored v outputs of several timesteps and converts the mix to epsilon with
+   the current timestep's coefficients; we convert each output to epsilon at its own timestep first.
 """
 
 from __future__ import annotations
@@ -39,12 +41,17 @@ class PNDMScheduler(_MonaiPNDM):
         """MONAI's PRK/PLMS step; also returns the x0 predicted from this call (MONAI returns None)."""
         if self.counter == 0:
             self.ets = []  # a new sampling run without a new set_timesteps
-        prev, _ = super().step(model_output, timestep, sample)
         abar = self.alphas_cumprod[int(timestep)]
         if self.prediction_type == "v_prediction":
-            x0 = abar**0.5 * sample - (1 - abar) ** 0.5 * model_output
-        else:
-            x0 = (sample - (1 - abar) ** 0.5 * model_output) / abar**0.5
+            # convert v -> eps here, at this call's own timestep and sample: MONAI converts after mixing the
+            # stored outputs of earlier timesteps, with the current timestep's coefficients (wrong)
+            model_output = abar**0.5 * model_output + (1 - abar) ** 0.5 * sample
+        x0 = (sample - (1 - abar) ** 0.5 * model_output) / abar**0.5
+        prediction_type, self.prediction_type = self.prediction_type, "epsilon"
+        try:
+            prev, _ = super().step(model_output, timestep, sample)
+        finally:
+            self.prediction_type = prediction_type
         if self.counter >= len(self.timesteps):
             self.counter, self.ets = 0, []  # ready for the next run
         return prev, x0

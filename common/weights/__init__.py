@@ -24,6 +24,7 @@ _EXPORTS = {
     "load_generative_models_checkpoint": "legacy",
     "convert_generative_models_state_dict": "legacy",
     "legacy_net_kwargs": "legacy",
+    "build_legacy_net": "legacy",
 }
 
 __all__ = sorted(_EXPORTS)

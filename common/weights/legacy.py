@@ -31,14 +31,19 @@ _LEGACY_KWARGS = {
     "DiffusionModelUNet+cross_attention": {"include_fc": True, "use_combined_linear": False},
     "ControlNet": {"include_fc": False, "use_combined_linear": False},
     "ControlNet+cross_attention": {"include_fc": True, "use_combined_linear": False},
+    # old DecoderOnlyTransformer applies out_proj in self- and cross-attention
+    "DecoderOnlyTransformer": {"include_fc": True, "use_combined_linear": False},
+    "DecoderOnlyTransformer+cross_attention": {"include_fc": True, "use_combined_linear": False},
 }
 
 
 def legacy_net_kwargs(net: str, with_conditioning: bool = False) -> dict[str, bool]:
     """MONAI 1.6 ``include_fc`` / ``use_combined_linear`` that reproduce an old GenerativeModels net exactly.
 
-    ``net`` is ``"AutoencoderKL"``, ``"DiffusionModelUNet"`` or ``"ControlNet"``; ``with_conditioning`` is the
-    old net's flag (cross-attention). Bundle configs spread the result into the network's kwargs.
+    ``net`` is ``"AutoencoderKL"``, ``"DiffusionModelUNet"``, ``"ControlNet"`` or ``"DecoderOnlyTransformer"``;
+    ``with_conditioning`` is the old net's cross-attention flag (``with_cross_attention`` for the transformer).
+    ``use_combined_linear=True`` also loads exactly here (q/k/v are stacked), but MONAI's own
+    ``load_old_state_dict`` gets it wrong, so False is the portable choice. VQVAE needs no kwargs (same keys).
     """
     key = f"{net}+cross_attention" if with_conditioning and net != "AutoencoderKL" else net
     if key not in _LEGACY_KWARGS:
@@ -107,6 +112,12 @@ def convert_generative_models_state_dict(
             )
         new[key] = old[src]
         used.add(src)
+    # MONAI's DecoderOnlyTransformer always holds norm_cross_attn; without cross-attention it is never applied
+    dead_new = [k for k in missing if is_transformer and ".norm_cross_attn." in k
+                and f"{k.split('.norm_cross_attn.')[0]}.cross_attn.to_q.weight" not in own]
+    for key in dead_new:
+        new[key] = own[key]
+    missing = [k for k in missing if k not in dead_new]
     if missing:
         hint = ""
         if any(".out_proj." in k for k in missing):
@@ -119,7 +130,9 @@ def convert_generative_models_state_dict(
         )
     leftover = [k for k in old if k not in used and not k.endswith(_DEAD_SUFFIXES)]
     if leftover:
-        hint = " (the old net applied this projection: build with include_fc=True)" if ".to_out." in leftover[0] else ""
+        proj = (".to_out.", ".out_proj.")
+        hint = " (the old net applied this projection: build with include_fc=True)" if any(
+            p in leftover[0] for p in proj) else ""
         raise WeightsError(
             f"{source}: {len(leftover)} checkpoint key(s) unused by the network, first '{leftover[0]}'{hint}; "
             "the network config does not match the checkpoint"
@@ -134,4 +147,28 @@ def load_generative_models_checkpoint(
     """Load an old GenerativeModels ``.pth`` (``weights_only=True``) into a MONAI 1.6 net, strictly; return it."""
     old, _ = load_weights(path, expected_sha256=expected_sha256)
     module.load_state_dict(convert_generative_models_state_dict(module, old, source=str(path)), strict=True)
+    return module
+
+
+def build_legacy_net(
+    net: str, checkpoint: str | os.PathLike | None = None, expected_sha256: str | None = None, **net_kwargs
+) -> torch.nn.Module:
+    """Build ``monai.networks.nets.<net>`` with the kwargs that reproduce the old library, optionally loading
+    an old checkpoint strictly. For bundle configs: ``{"_target_": "common.weights.build_legacy_net",
+    "net": "DiffusionModelUNet", "checkpoint": "...", ...}``; explicit ``include_fc`` etc. in ``net_kwargs`` win.
+    """
+    from monai.networks import nets
+
+    cls = getattr(nets, net, None)
+    if cls is None or net not in {k.split("+")[0] for k in _LEGACY_KWARGS} | {"VQVAE"}:
+        valid = sorted({k.split("+")[0] for k in _LEGACY_KWARGS} | {"VQVAE"})
+        raise WeightsError(f"no legacy support for net {net!r}; valid nets: {', '.join(valid)}")
+    kwargs = {}
+    if net != "VQVAE":
+        cond = bool(net_kwargs.get("with_conditioning", net_kwargs.get("with_cross_attention", False)))
+        kwargs = legacy_net_kwargs(net, with_conditioning=cond)
+    kwargs.update(net_kwargs)
+    module = cls(**kwargs)
+    if checkpoint is not None:
+        load_generative_models_checkpoint(module, checkpoint, expected_sha256=expected_sha256)
     return module
