@@ -262,7 +262,8 @@ def test_published_weights_with_unknown_hash_need_the_flag(tmp_path: Path, serve
     server.plain["drive/confirm.html-page"] = page
     published = [
         {"path": "models/paper/autoencoder.pth", "url": f"{server.endpoint}/files/drive/autoencoder.pth",
-         "sha256": None, "size": None, "config": "configs/paper.json"},
+         "sha256": None, "size": None, "config": "configs/paper.json",
+         "hash_type": "md5", "hash_val": hashlib.md5(ckpt).hexdigest()},
     ]
     index = write_index(tmp_path / "index.json", {"toy": entry("toy", files, published_weights=published)})
     out = tmp_path / "out"
@@ -279,8 +280,23 @@ def test_published_weights_with_unknown_hash_need_the_flag(tmp_path: Path, serve
 
     assert cli.main(["--index", str(index), "verify", "toy", "--dir", str(out)]) == 1  # the toy files are missing
     assert f"sha256 {sha(ckpt)} (unknown to the index)" in capsys.readouterr().out
+    (out / "toy/models/paper/autoencoder.pth").write_bytes(b"tampered")  # caught by the publisher's md5
+    assert cli.main(["--index", str(index), "verify", "toy", "--dir", str(out)]) == 1
+    assert "models/paper/autoencoder.pth: differs (published weights)" in capsys.readouterr().out
+    assert cli.main([*argv, "--allow-unknown-hash"]) == 1
+    assert "differs from the index: pass --force" in one_error_line(capsys.readouterr().err)
+
+    # the publisher's md5 is checked too: a wrong one deletes the file
+    published[0]["hash_val"] = hashlib.md5(b"other bytes").hexdigest()
+    write_index(tmp_path / "index.json", {"toy": entry("toy", files, published_weights=published)})
+    (out / "toy/models/paper/autoencoder.pth").unlink()
+    assert cli.main([*argv, "--allow-unknown-hash"]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert f"md5 mismatch (expected {published[0]['hash_val']}, got {hashlib.md5(ckpt).hexdigest()})" in line
+    assert not (out / "toy/models/paper/autoencoder.pth").exists() and not list(out.rglob("*.partial"))
 
     published[0]["url"] = f"{server.endpoint}/files/drive/confirm.html-page"
+    published[0]["hash_type"] = published[0]["hash_val"] = None
     published[0]["path"] = "models/paper/diffusion_model.pth"
     write_index(tmp_path / "index.json", {"toy": entry("toy", files, published_weights=published)})
     assert cli.main([*argv, "--allow-unknown-hash"]) == 1
@@ -315,7 +331,8 @@ def test_list_info_and_name_errors(tmp_path: Path, capsys) -> None:
 def test_published_table_matches_generative_models_large_files() -> None:
     assert set(PUBLISHED_WEIGHTS) == {"brain_ldm_3d", "cxr_text_ldm"}
     text = large_files_yaml("cxr_text_ldm")
-    assert text.count("- path:") == 2 and 'hash_val: ""' in text and "1paDN1m-Q_Oy8d_BanPkRTi3RlNB_Sv_h" in text
+    assert text.count("- path:") == 2 and 'hash_type: "md5"' in text and "1paDN1m-Q_Oy8d_BanPkRTi3RlNB_Sv_h" in text
+    assert all(r["sha256"] is None for rows in PUBLISHED_WEIGHTS.values() for r in rows)  # unknown, never invented
     direct = google_drive_direct(PUBLISHED_WEIGHTS["brain_ldm_3d"][0]["url"])
     assert direct == "https://drive.usercontent.google.com/download?id=1CZHwxHJWybOsDavipD0EorDPOo_mzNeX&export=download&confirm=t"
     assert google_drive_direct("https://example.org/a.pt") == "https://example.org/a.pt"

@@ -92,7 +92,8 @@ def cmd_info(index: dict[str, Any], args: argparse.Namespace) -> int:
         print(f"  published weights ({len(published)}; `download {args.name} --published`):")
         for row in published:
             sha = row.get("sha256") or "unknown (needs --allow-unknown-hash)"
-            print(f"    {row['path']}  {human(row.get('size'))}  sha256 {sha}")
+            other = f"  {row['hash_type']} {row['hash_val']}" if row.get("hash_val") and row.get("hash_type") != "sha256" else ""
+            print(f"    {row['path']}  {human(row.get('size'))}  sha256 {sha}{other}")
             print(f"      {row['url']}  (for {row.get('config') or '-'})")
     return 0
 

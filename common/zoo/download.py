@@ -11,6 +11,7 @@ unknown sha256 need ``allow_unknown_hash`` and their obtained sha256 is reported
 from __future__ import annotations
 
 import difflib
+import hashlib
 import os
 import shutil
 import tempfile
@@ -199,6 +200,29 @@ def download_bundle(
     return outcome
 
 
+def other_hash(name: str, row: dict[str, Any]) -> tuple[str, str] | None:
+    """The publisher's own hash of a published file (``hash_type`` / ``hash_val``, e.g. md5), if it gave one."""
+    kind, value = (row.get("hash_type") or "").lower(), row.get("hash_val")
+    if not kind or not value or kind == "sha256":
+        return None
+    if kind not in hashlib.algorithms_available:
+        raise DownloadError(f"{name}/{row.get('path')}: unknown hash_type {kind!r} in the index: fix large_files.yml")
+    return kind, str(value)
+
+
+def published_state(name: str, path: Path, row: dict[str, Any]) -> str:
+    """``file_state`` of a published file, with the publisher's own hash (e.g. md5) checked when no sha256 is known."""
+    state = file_state(path, row.get("sha256"), row.get("size"))
+    check = other_hash(name, row)
+    if state == "unchecked" and check is not None:
+        digest = hashlib.new(check[0])
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        return "differs" if digest.hexdigest() != check[1].lower() else "unchecked"
+    return state
+
+
 def download_published(
     index: dict[str, Any],
     name: str,
@@ -218,7 +242,7 @@ def download_published(
     todo = []
     for row in rows:
         rel = safe_relpath(name, row["path"])
-        state = file_state(bundle_dir / rel, row.get("sha256"), row.get("size"))
+        state = published_state(name, bundle_dir / rel, row)
         if state == "ok" or (state == "unchecked" and not force):
             outcome.up_to_date.append(rel.as_posix())
         elif state == "differs" and not force:
@@ -241,6 +265,7 @@ def download_published(
             expected_sha256=row.get("sha256"),
             expected_size=row.get("size"),
             allow_unknown_hash=allow_unknown_hash,
+            other_hash=other_hash(name, row),
             label=f"{name}/{rel}",
         )
         outcome.downloaded.append(rel.as_posix())
@@ -264,7 +289,7 @@ def verify_local(index: dict[str, Any], name: str, dest_root: str | os.PathLike 
             problems.append(f"{rel}: {state}")
     for row in published_weights(name, entry):
         rel = safe_relpath(name, row["path"])
-        state = file_state(bundle_dir / rel, row.get("sha256"), row.get("size"))
+        state = published_state(name, bundle_dir / rel, row)
         if state == "differs":
             problems.append(f"{rel}: differs (published weights)")
     return problems

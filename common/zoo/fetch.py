@@ -65,6 +65,7 @@ def fetch_url(
     expected_sha256: str | None,
     expected_size: int | None = None,
     allow_unknown_hash: bool = False,
+    other_hash: tuple[str, str] | None = None,
     label: str | None = None,
     timeout: float = 60.0,
 ) -> str:
@@ -72,7 +73,8 @@ def fetch_url(
 
     A known ``expected_sha256`` must match (else the bytes are deleted and a ``DownloadError`` names both
     hashes); an unknown one (``None``) is refused unless ``allow_unknown_hash`` is set, because nothing
-    would then vouch for the bytes.
+    would then vouch for the bytes. ``other_hash`` = (hashlib name, hex), e.g. the md5 a publisher gave,
+    is checked as well.
     """
     dest = Path(dest)
     label = label or dest.name
@@ -91,7 +93,8 @@ def fetch_url(
         stale.unlink(missing_ok=True)
     tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}.partial"
     try:
-        got_sha, n_bytes = _stream_to(google_drive_direct(url), url, tmp, dest, expected_size, label, timeout)
+        other = hashlib.new(other_hash[0]) if other_hash else None
+        got_sha, n_bytes = _stream_to(google_drive_direct(url), url, tmp, dest, expected_size, label, timeout, other)
         if expected_size is not None and n_bytes != expected_size:
             raise DownloadError(
                 f"{label}: got {n_bytes} bytes but the index says {expected_size}: deleted the download; "
@@ -102,6 +105,11 @@ def fetch_url(
                 f"{label}: sha256 mismatch (expected {expected_sha256}, got {got_sha}): deleted the downloaded "
                 "file; the source is corrupt or the index is stale"
             )
+        if other_hash is not None and other is not None and other.hexdigest() != other_hash[1].lower():
+            raise DownloadError(
+                f"{label}: {other_hash[0]} mismatch (expected {other_hash[1]}, got {other.hexdigest()}): deleted the "
+                "downloaded file; the source changed or the published hash is wrong"
+            )
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
@@ -109,7 +117,14 @@ def fetch_url(
 
 
 def _stream_to(
-    url: str, shown_url: str, tmp: Path, dest: Path, expected_size: int | None, label: str, timeout: float
+    url: str,
+    shown_url: str,
+    tmp: Path,
+    dest: Path,
+    expected_size: int | None,
+    label: str,
+    timeout: float,
+    other: "hashlib._Hash | None" = None,
 ) -> tuple[str, int]:
     """Stream one HTTP(S) body into ``tmp``; return (sha256, bytes). Every network failure is one line."""
     from tqdm.auto import tqdm
@@ -140,6 +155,8 @@ def _stream_to(
                 while chunk := response.read(CHUNK):
                     f.write(chunk)
                     digest.update(chunk)
+                    if other is not None:
+                        other.update(chunk)
                     n_bytes += len(chunk)
                     bar.update(len(chunk))
     except urllib.error.HTTPError as e:

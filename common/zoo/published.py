@@ -5,6 +5,11 @@ The URLs are those of the GenerativeModels repository's ``large_files.yml`` file
 996c31a586dc990164755adbc67fc7fc7b8cbd16, the CXR LDM at 988ade37d6de4082d0ff8914915c000021cddec4. Both
 leave ``hash_val`` empty, so their sha256 is recorded as unknown (``None``), never invented: downloading
 them needs ``--allow-unknown-hash`` and prints the sha256 obtained, which a maintainer can then record.
+The md5 values (``hash_type`` / ``hash_val``, checked too when present) are the MONAI model-zoo's for the
+same Google Drive files: the brain LDM's from Project-MONAI/model-zoo ``models/brain_image_synthesis_
+latent_diffusion_model/large_files.yml`` (commit 17e7879cb1b464912fdc47c8cff6a5497f7cdc36), the CXR LDM's
+from the model-zoo pull-request fork virginiafdez/model-zoo (commit 13da7b1d70b5497738730633b5f4a256a1151112),
+the values this repo's ``bundles/cxr_text_ldm/large_files.yml`` also carries.
 
 The index is the source of truth: a bundle's ``large_files.yml`` puts these rows in
 ``model_zoo_index.json`` (``published_weights``). This table fills in rows the index lacks, so a checkout
@@ -27,6 +32,8 @@ PUBLISHED_WEIGHTS: dict[str, list[dict[str, Any]]] = {
             "sha256": None,
             "size": None,
             "config": "configs/paper.json",
+            "hash_type": "md5",
+            "hash_val": "329e97b3085643ff235f11f049856242",
         },
         {
             "path": "models/paper/diffusion_model.pth",
@@ -34,6 +41,8 @@ PUBLISHED_WEIGHTS: dict[str, list[dict[str, Any]]] = {
             "sha256": None,
             "size": None,
             "config": "configs/paper.json",
+            "hash_type": "md5",
+            "hash_val": "21c3047556fb671caf0556f1cce6ef22",
         },
     ],
     # cxr_image_synthesis_latent_diffusion_model (2D chest X-ray LDM, MIMIC-CXR reports)
@@ -44,6 +53,8 @@ PUBLISHED_WEIGHTS: dict[str, list[dict[str, Any]]] = {
             "sha256": None,
             "size": None,
             "config": "configs/paper.json",
+            "hash_type": "md5",
+            "hash_val": "7f579cb789597db7bb5de1488f54bc6c",
         },
         {
             "path": "models/paper/diffusion_model.pth",
@@ -51,6 +62,8 @@ PUBLISHED_WEIGHTS: dict[str, list[dict[str, Any]]] = {
             "sha256": None,
             "size": None,
             "config": "configs/paper.json",
+            "hash_type": "md5",
+            "hash_val": "c3fd4c8e38cd1d7250a8903cca935823",
         },
     ],
 }
@@ -71,7 +84,7 @@ def large_files_yaml(name: str) -> str:
         lines += [
             f'  - path: "{row["path"]}"',
             f'    url: "{row["url"]}"',
-            f'    hash_val: "{row["sha256"] or ""}"',
-            f'    hash_type: "{"sha256" if row["sha256"] else ""}"',
+            f'    hash_val: "{row["sha256"] or row.get("hash_val") or ""}"',
+            f'    hash_type: "{"sha256" if row["sha256"] else row.get("hash_type") or ""}"',
         ]
     return "\n".join(lines) + "\n"
