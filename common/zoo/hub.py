@@ -57,20 +57,33 @@ def hub_file(
     A cached file whose bytes do not match the index is deleted from the cache and reported (a mismatch is
     never silently re-downloaded: the source itself would be wrong, or the index stale).
     """
-    import httpx2
+    from huggingface_hub import errors as hf_errors
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
         LocalEntryNotFoundError,
-        RemoteEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
 
+    # huggingface_hub < 1.0 named the remote 404 EntryNotFoundError
+    RemoteEntryNotFoundError = getattr(hf_errors, "RemoteEntryNotFoundError", hf_errors.EntryNotFoundError)
+
     where = f"{repo_id}@{revision}"
     try:
         cached = hf_hub_download(repo_id, path, revision=revision, cache_dir=cache_dir)
+    except LocalEntryNotFoundError as e:
+        if _offline():
+            raise DownloadError(
+                f"{label}: not in the local hub cache and HF_HUB_OFFLINE=1 forbids the network: run the "
+                "download once online, or unset HF_HUB_OFFLINE"
+            ) from None
+        cause = one_line(e.__cause__) if e.__cause__ else "the hub could not be reached"
+        raise DownloadError(
+            f"{label}: cannot download from {where} and it is not cached ({cause[:160]}): check the network "
+            "and HF_ENDPOINT, then run the command again"
+        ) from None
     except RemoteEntryNotFoundError:
         raise DownloadError(
             f"{label}: not found in hub repo {where} (HTTP 404): push the bundle with ci/push_bundle.py "
@@ -88,20 +101,9 @@ def hub_file(
             f"{label}: hub repo {repo_id} not found (or private): check sources.huggingface.repo_id, "
             "log in for a private repo, or try --source url"
         ) from None
-    except LocalEntryNotFoundError as e:
-        if _offline():
-            raise DownloadError(
-                f"{label}: not in the local hub cache and HF_HUB_OFFLINE=1 forbids the network: run the "
-                "download once online, or unset HF_HUB_OFFLINE"
-            ) from None
-        cause = one_line(e.__cause__) if e.__cause__ else "the hub could not be reached"
-        raise DownloadError(
-            f"{label}: cannot download from {where} and it is not cached ({cause[:160]}): check the network "
-            "and HF_ENDPOINT, then run the command again"
-        ) from None
     except HfHubHTTPError as e:
         raise DownloadError(f"{label}: hub error for {where}: {one_line(e)[:200]}: run the command again later") from None
-    except (OSError, ValueError, httpx2.HTTPError) as e:  # cut connection, size check, disk full, bad endpoint
+    except (OSError, ValueError, *_transport_errors()) as e:  # cut connection, size check, disk full, bad endpoint
         raise DownloadError(
             f"{label}: download from {where} failed ({type(e).__name__}: {one_line(e)[:200]}): nothing was kept; "
             "run the command again"
@@ -122,6 +124,17 @@ def hub_file(
             f"the hub cache; {where} is corrupt or the index is stale"
         )
     return cached
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """The HTTP client errors huggingface_hub lets through (httpx2 in 2.x, httpx in 1.x, requests before)."""
+    found = []
+    for module, name in (("httpx2", "HTTPError"), ("httpx", "HTTPError"), ("requests", "RequestException")):
+        try:
+            found.append(getattr(__import__(module), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(found)
 
 
 def _offline() -> bool:
