@@ -149,7 +149,7 @@ def _stream_to(
                 unit_scale=True,
                 unit_divisor=1024,
                 desc=label[-40:],
-                disable=progress_disabled(),
+                disable=True if progress_disabled() else None,  # None: shown on a terminal only, like the hub's
                 file=sys.stderr,
             ) as bar:
                 while chunk := response.read(CHUNK):
