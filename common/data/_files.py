@@ -79,12 +79,15 @@ class StagedOutput:
         parent = self.out.parent
         if self.out.exists() and not self.out.is_dir():
             raise ValueError(f"output path {self.out} exists and is not a folder: pick another --out")
-        if not parent.exists():
-            raise ValueError(f"output folder's parent {parent} does not exist: create it or pick another --out")
+        if not parent.is_dir():
+            raise ValueError(f"output folder's parent {parent} is not an existing folder: create it or pick another --out")
         target = self.out if self.out.exists() else parent
         if not os.access(target, os.W_OK | os.X_OK):
             raise ValueError(f"output folder {target} is not writable: pick a writable --out")
-        self.stage = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.staging-", dir=parent))
+        try:
+            self.stage = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.staging-", dir=parent))
+        except OSError as e:
+            raise ValueError(f"cannot write under {parent} ({e.strerror}): pick a writable --out") from None
         os.chmod(self.stage, 0o777 & ~_umask())
 
     def path(self, rel: str) -> Path:
