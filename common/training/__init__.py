@@ -32,6 +32,7 @@ _EXPORTS = {
     "ResumeFromLatest": "handlers",
     "EngineProgress": "handlers",
     "TermsToOutput": "handlers",
+    "TimeLimit": "handlers",
     "latest_checkpoint": "handlers",
     "load_datalist": "data",
     "run_stage": "stages",

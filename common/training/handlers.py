@@ -156,3 +156,37 @@ class TermsToOutput:
         if isinstance(engine.state.output, dict):
             for name, value in getattr(self.loss, "last_terms", {}).items():
                 engine.state.output[f"{self.prefix}{name}"] = value
+
+
+class TimeLimit:
+    """Stop training cleanly (COMPLETED still fires, so weights are exported) after `minutes` of wall time.
+
+    For a fixed compute budget on a shared machine; 0 disables it. Under DDP the ranks agree (all-reduce of
+    the stop flag) so they stop at the same iteration. The log states the iteration reached.
+    """
+
+    def __init__(self, minutes: float = 0.0) -> None:
+        self.minutes = float(minutes)
+        self._start: float | None = None
+
+    def attach(self, engine: Engine) -> None:
+        if self.minutes > 0:
+            engine.add_event_handler(Events.STARTED, self._started)
+            engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def _started(self, engine: Engine) -> None:
+        import time
+
+        self._start = time.monotonic()
+
+    def __call__(self, engine: Engine) -> None:
+        import time
+
+        assert self._start is not None
+        stop = torch.tensor(float(time.monotonic() - self._start > 60.0 * self.minutes))
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(stop, op=torch.distributed.ReduceOp.MAX)
+        if stop.item() > 0:
+            logger.warning("time limit of %.1f min reached at iteration %d: stopping", self.minutes,
+                           engine.state.iteration)
+            engine.terminate()
