@@ -113,8 +113,14 @@ class IdentityDecoder(nn.Module):
 
 
 @pytest.mark.parametrize("pred", ["epsilon", "v_prediction"])
-def test_closed_form_guidance_one_call_per_step(pred):
-    sched = _ddim(pred)
+@pytest.mark.parametrize("solver", ["monai_ddim", "dpmpp2m"])
+def test_closed_form_guidance_one_call_per_step(pred, solver):
+    if solver == "monai_ddim":
+        sched = _ddim(pred)
+    else:
+        from common.schedulers import build_scheduler
+
+        sched = build_scheduler(solver, prediction_type=pred)
     model = PointMassDenoiser(sched.alphas_cumprod, pred)
     g, steps = 2.5, 7
     x0_c, x0_u = torch.tensor([[[0.5, -1.0, 2.0]]]), torch.tensor([[[0.1, 0.3, -0.2]]])

@@ -11,7 +11,7 @@ Why three modes: a one-pass decode of a 160x224x160 volume with the published br
   Supported blocks: MONAI ``Convolution`` (stride 1, "same" padding), ``AEKLResBlock``, nearest ``UpSample``
   with a post-convolution and ``nn.GroupNorm``; any other block (e.g. attention) runs on the gathered tensor,
   which stays exact but not memory-bounded.
-* ``tiled``: MONAI's ``sliding_window_inference`` over latent tiles with an overlap margin and blending. Peak
+* ``tiled``: overlapping latent tiles, each cut / ramp-blended inside the overlap (``tiled_decode``). Peak
   memory is flat in the volume size. It is exact only for decoders without global operations (e.g. MONAI's
   VQVAE); with GroupNorm (AutoencoderKL) each tile normalises with its own statistics, so the result differs
   from one pass (measure with ``ci/bench_sampling.py``; prefer ``slab`` for AutoencoderKL).
@@ -19,6 +19,7 @@ Why three modes: a one-pass decode of a 160x224x160 volume with the published br
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -248,32 +249,73 @@ def supports_slab(autoencoder: nn.Module) -> bool:
     )
 
 
+def _tile_starts(size: int, tile: int, overlap: int) -> list[int]:
+    """Tile starts along one axis: stride tile - overlap, the last tile flush with the end (overlap >= requested)."""
+    if tile >= size:
+        return [0]
+    starts = list(range(0, size - tile, tile - overlap)) + [size - tile]
+    return sorted(set(starts))
+
+
+def _profile(length: int, zero: int, ramp: int, left: bool, right: bool) -> torch.Tensor:
+    """1D blend weight of one tile in output voxels: 0 over ``zero`` voxels at an inner edge, then a linear ramp."""
+    w = torch.ones(length, dtype=torch.float64)
+    up = (torch.arange(ramp, dtype=torch.float64) + 0.5) / ramp if ramp else torch.ones(0, dtype=torch.float64)
+    if left:
+        w[:zero] = 0.0
+        w[zero : zero + ramp] = up
+    if right:
+        w[length - zero :] = 0.0
+        w[length - zero - ramp : length - zero] = torch.minimum(w[length - zero - ramp : length - zero], up.flip(0))
+    return w
+
+
 def tiled_decode(
     decode_fn: Callable[[torch.Tensor], torch.Tensor],
     z: torch.Tensor,
     tile: int | Sequence[int],
     overlap: int,
-    blend: str = "gaussian",
+    ramp: int = 0,
 ) -> torch.Tensor:
-    """Decode latent tiles of ``tile`` voxels overlapping by ``overlap`` latent voxels, blended by MONAI's
-    ``sliding_window_inference`` (memory flat in the volume size; exact only for decoders without global ops)."""
-    from monai.inferers import sliding_window_inference
+    """Decode overlapping latent tiles and stitch them (memory flat in the volume size).
 
-    spatial = z.shape[2:]
-    tiles = [tile] * len(spatial) if isinstance(tile, int) else list(tile)
+    Adjacent tiles overlap by at least ``overlap`` latent voxels. In an overlap each tile's output is ignored over
+    its outer ``(overlap - ramp) / 2`` latent voxels and the two tiles are blended by a linear ramp of ``ramp``
+    latent voxels in the middle (0 = a hard cut). The result equals the one-pass decode when that ignored margin
+    covers the decoder's receptive field and the decoder has no global operation (GroupNorm, attention).
+    """
+    spatial = tuple(z.shape[2:])
+    tiles = [int(tile)] * len(spatial) if isinstance(tile, int) else [int(t) for t in tile]
     if len(tiles) != len(spatial):
         raise ValueError(f"tile has {len(tiles)} sizes for a {len(spatial)}D latent; give one size or one per axis")
-    roi = [min(t, s) for t, s in zip(tiles, spatial)]
-    if any(overlap >= r for r in roi if r > 1) or overlap < 0:
-        raise ValueError(f"overlap must be in [0, tile) latent voxels; got overlap={overlap} for tile {roi}")
-    frac = [overlap / r if r < s else 0.0 for r, s in zip(roi, spatial)]
-    outs = []
+    if overlap < 0 or ramp < 0 or ramp > overlap or (overlap - ramp) % 2:
+        raise ValueError(f"need 0 <= ramp <= overlap with overlap - ramp even; got overlap={overlap}, ramp={ramp}")
+    if any(t < s and (t <= overlap or t < overlap + ramp) for t, s in zip(tiles, spatial)):
+        raise ValueError(f"tile {tiles} is too small for overlap {overlap}, ramp {ramp}: use tile > overlap + ramp")
+    axes_starts = [_tile_starts(s, min(t, s), overlap) for s, t in zip(spatial, tiles)]
+    sizes = [min(t, s) for s, t in zip(spatial, tiles)]
+    out = wsum = None
+    scale = None
     for b in range(z.shape[0]):
-        outs.append(
-            sliding_window_inference(z[b : b + 1], roi, 1, decode_fn, overlap=frac, mode=blend, progress=False)
-        )
-    out = torch.cat(outs, dim=0) if len(outs) > 1 else outs[0]
-    return out.as_tensor() if hasattr(out, "as_tensor") else out
+        for starts in itertools.product(*axes_starts):
+            sl = tuple(slice(st, st + sz) for st, sz in zip(starts, sizes))
+            piece = decode_fn(z[(slice(b, b + 1), slice(None), *sl)])
+            if out is None:
+                scale = [po // sz for po, sz in zip(piece.shape[2:], sizes)]
+                out = torch.zeros((z.shape[0], piece.shape[1], *[s * f for s, f in zip(spatial, scale)]), dtype=piece.dtype)
+                wsum = torch.zeros(tuple(s * f for s, f in zip(spatial, scale)), dtype=torch.float64)
+            w = None
+            for ax, (st, sz, full, f) in enumerate(zip(starts, sizes, spatial, scale)):
+                zero, rmp = (overlap - ramp) * f // 2, ramp * f
+                prof = _profile(sz * f, zero, rmp, left=st > 0, right=st + sz < full)
+                shape = [1] * len(spatial)
+                shape[ax] = -1
+                w = prof.view(shape) if w is None else w * prof.view(shape)
+            osl = tuple(slice(st * f, (st + sz) * f) for st, sz, f in zip(starts, sizes, scale))
+            out[(slice(b, b + 1), slice(None), *osl)] += piece.cpu() * w.to(piece.dtype)
+            if b == 0:
+                wsum[osl] += w
+    return (out / wsum.to(out.dtype).clamp_min(1e-12)).to(z.device)
 
 
 def decode_latents(
@@ -281,9 +323,9 @@ def decode_latents(
     z: torch.Tensor,
     mode: str = "auto",
     slab_rows: int = 2,
-    tile: int | Sequence[int] = 16,
-    overlap: int = 4,
-    blend: str = "gaussian",
+    tile: int | Sequence[int] = 32,
+    overlap: int = 12,
+    ramp: int = 0,
 ) -> torch.Tensor:
     """Decode unscaled latents ``z`` [B, C, *spatial] with the chosen mode (see module docstring).
 
@@ -301,4 +343,4 @@ def decode_latents(
                 f"decode mode 'slab' needs a MONAI AutoencoderKL, got {type(autoencoder).__name__}; use 'tiled' or 'full'"
             )
         return slab_decode(autoencoder.decoder, autoencoder.post_quant_conv(z), slab_rows)
-    return tiled_decode(autoencoder.decode_stage_2_outputs, z, tile, overlap, blend)
+    return tiled_decode(autoencoder.decode_stage_2_outputs, z, tile, overlap, ramp)

@@ -34,7 +34,7 @@ class LatentDiffusionSampler:
         latent_shape: (C, *spatial) of the diffusion latent.
         num_inference_steps: scheduler steps.
         guidance_scale: 1.0 = conditional only; > 1 = classifier-free guidance (needs a null condition).
-        decode: decode mode; slab_rows / tile / tile_overlap / blend are its options.
+        decode: decode mode; slab_rows / tile / tile_overlap / tile_ramp are its options.
         device: where to run (default: the UNet's device).
         progress: show a tqdm bar over the steps.
     """
@@ -50,9 +50,9 @@ class LatentDiffusionSampler:
         guidance_scale: float = 1.0,
         decode: str = "auto",
         slab_rows: int = 2,
-        tile: int | Sequence[int] = 16,
-        tile_overlap: int = 4,
-        blend: str = "gaussian",
+        tile: int | Sequence[int] = 32,
+        tile_overlap: int = 12,
+        tile_ramp: int = 0,
         device: str | torch.device | None = None,
         progress: bool = True,
     ) -> None:
@@ -74,7 +74,7 @@ class LatentDiffusionSampler:
         self.num_inference_steps = int(num_inference_steps)
         self.guidance_scale = float(guidance_scale)
         self.decode_mode = decode
-        self.decode_kw = {"slab_rows": slab_rows, "tile": tile, "overlap": tile_overlap, "blend": blend}
+        self.decode_kw = {"slab_rows": slab_rows, "tile": tile, "overlap": tile_overlap, "ramp": tile_ramp}
         if device is None:
             param = next(diffusion_model.parameters(), None)
             device = param.device if param is not None else "cpu"
