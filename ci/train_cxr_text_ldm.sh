@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The exact commands that produced bundles/cxr_text_ldm/models/{autoencoder,diffusion_model}.safetensors:
+# the built-in chest X-ray population at 128x128, then the two stages of configs/train.json on one CPU thread,
+# each stopped by its wall-clock budget (TimeLimit handler; the weights are exported when it fires).
+# Usage: ci/train_cxr_text_ldm.sh [autoencoder|diffusion|all]   (DATA, RUNS, AE_MIN, DIFF_MIN overridable)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+DATA=${DATA:-/work/data/cxr128}
+RUNS=${RUNS:-/work/data/cxr_text_ldm_runs}
+AE_MIN=${AE_MIN:-22}
+DIFF_MIN=${DIFF_MIN:-55}
+STAGE=${1:-all}
+BUNDLE=bundles/cxr_text_ldm
+export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+
+if [ ! -f "$DATA/datalist.json" ]; then
+  "$PY" -m common.data make cxr --n 3000 --out "$DATA" --size 128 --seed 0
+fi
+
+if [ "$STAGE" = autoencoder ] || [ "$STAGE" = all ]; then
+  "$PY" -m monai.bundle run --config_file "$BUNDLE/configs/train.json" --bundle_root "$BUNDLE" \
+    --datalist "$DATA/datalist.json" --output_dir "$RUNS" --num_threads 1 --seed 0 \
+    --stage autoencoder --autoencoder_train#time_limit_minutes "$AE_MIN"
+fi
+if [ "$STAGE" = diffusion ] || [ "$STAGE" = all ]; then
+  "$PY" -m monai.bundle run --config_file "$BUNDLE/configs/train.json" --bundle_root "$BUNDLE" \
+    --datalist "$DATA/datalist.json" --output_dir "$RUNS" --num_threads 1 --seed 0 \
+    --stage diffusion --diffusion_train#time_limit_minutes "$DIFF_MIN"
+fi
