@@ -152,6 +152,17 @@ def test_ddpm_gaussian_data_at_100_steps():
     assert abs(x.std().item() - s) < 0.06  # measured 0.462 (ancestral sampling with 100 of 1000 steps)
 
 
+def test_ddim_eta_one_equals_ddpm_posterior():
+    """DDIM with eta=1 is the DDPM posterior step (Song et al. 2021): the two fixes agree with each other."""
+    ddim, ddpm = build_scheduler("ddim", num_inference_steps=10), build_scheduler("ddpm", num_inference_steps=10)
+    assert torch.equal(ddim.timesteps, ddpm.timesteps)
+    x, eps = torch.randn(3, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)
+    for t in ddim.timesteps[:-1].tolist():
+        a, _ = ddim.step(eps, t, x, eta=1.0, generator=torch.Generator().manual_seed(t))
+        b, _ = ddpm.step(eps, t, x, generator=torch.Generator().manual_seed(t))
+        assert torch.allclose(a, b, atol=1e-5), t
+
+
 # ---------------------------------------------------------------- PNDM
 @pytest.mark.parametrize("skip_prk_steps", [True, False])
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
