@@ -73,7 +73,7 @@ class DPMSolverMultistepScheduler(Scheduler):
         n = check_num_steps(num_inference_steps, self.num_train_timesteps)
         self.num_inference_steps = n
         self.timesteps = torch.from_numpy(lambda_uniform_timesteps(self.alphas_cumprod, n)).to(device)
-        self._history: list[tuple[float, torch.Tensor]] = []  # (lambda, x0 prediction) of the previous step
+        self._history: list[tuple[int, float, torch.Tensor]] = []  # (index, lambda, x0) of the previous step
 
     def _alpha_sigma(self, t: int) -> tuple[float, float]:
         abar = float(self.alphas_cumprod[t]) if t >= 0 else 1.0
@@ -99,8 +99,6 @@ class DPMSolverMultistepScheduler(Scheduler):
         if t not in steps:
             raise ValueError(f"timestep {t} is not one of this scheduler's timesteps; iterate over .timesteps")
         i = steps.index(t)
-        if i == 0:
-            self._history = []  # a new sampling run
         t_next = steps[i + 1] if i + 1 < len(steps) else -1
         alpha_s, sigma_s = self._alpha_sigma(t)
         alpha_t, sigma_t = self._alpha_sigma(t_next)
@@ -113,10 +111,10 @@ class DPMSolverMultistepScheduler(Scheduler):
             h = lam_t - lam_s
             phi = float(np.expm1(-h))  # e^{-h} - 1
             d = x0
-            if self._history:
-                lam_prev, x0_prev = self._history[-1]
+            if self._history and self._history[-1][0] == i - 1:  # second order only right after step i-1
+                _, lam_prev, x0_prev = self._history[-1]
                 r = (lam_s - lam_prev) / h
                 d = x0 + 0.5 * (x0 - x0_prev) / r
             prev = (sigma_t / sigma_s) * sample - alpha_t * phi * d
-        self._history = [(lam_s, x0)]
+        self._history = [(i, lam_s, x0)]
         return prev, x0
