@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .brain_template import BrainTemplate, load_template
+from .brain_template import FOV_MM, BrainTemplate, load_template
 
 AGE_RANGE = (45.0, 82.0)  # years, the UK Biobank imaging range the published bundle was trained on
 # raw -> [0, 1] covariate normalisation, (low, high) per covariate, set from the measured population
@@ -128,9 +128,11 @@ def _interp_matrix(n_in: int, n_out: int) -> np.ndarray:
 def upsample_linear(coarse: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Separable (bi/tri)linear upsampling of a small control grid to ``shape`` (numpy, deterministic)."""
     out = coarse.astype(np.float32)
-    for axis, n in enumerate(shape):
+    nd = len(shape)
+    for axis, n in enumerate(shape[:-1]):  # the small axes first, on small arrays
         out = np.moveaxis(np.tensordot(_interp_matrix(out.shape[axis], n), np.moveaxis(out, axis, 0), axes=1), 0, axis)
-    return np.ascontiguousarray(out)
+    # the last axis makes the full-size array: one contiguous matmul
+    return np.ascontiguousarray(out @ _interp_matrix(out.shape[nd - 1], shape[-1]).T)
 
 
 def _pullback_grid(shape: tuple[int, ...], spacing: float, scale: float, angles: np.ndarray,
@@ -152,11 +154,19 @@ def _pullback_grid(shape: tuple[int, ...], spacing: float, scale: float, angles:
     ctrl = tuple(int(math.ceil(n * spacing / control_mm)) + 1 for n in shape)
     coarse = rng.normal(0.0, disp_mm / spacing, size=(nd,) + ctrl).astype(np.float32)
     disp = np.stack([upsample_linear(c, shape) for c in coarse])
-    idx = np.indices(shape, dtype=np.float32)  # [nd, *shape]
-    rel = idx.reshape(nd, -1) - centre[:, None]
-    back = (rot.T @ rel) / scale + centre[:, None]
-    grid = back.reshape((nd,) + shape).astype(np.float32) + disp
-    return np.moveaxis(grid, 0, -1)
+    # back = rot^T (idx - centre) / scale + centre, built from per-axis outer sums (no full index arrays)
+    a = (rot.T / scale).astype(np.float32)
+    b = (centre - a @ centre).astype(np.float32)
+    grid = disp.astype(np.float32, copy=True)
+    for ax in range(nd):
+        view = [1] * nd
+        view[ax] = shape[ax]
+        coord = np.arange(shape[ax], dtype=np.float32).reshape(view)
+        for out_ax in range(nd):
+            grid[out_ax] += a[out_ax, ax] * coord
+    for out_ax in range(nd):
+        grid[out_ax] += b[out_ax]
+    return np.ascontiguousarray(np.moveaxis(grid, 0, -1))
 
 
 def warp(channels: np.ndarray, grid: np.ndarray) -> np.ndarray:
@@ -193,8 +203,15 @@ def synthesise(tissue: dict[str, np.ndarray], levels: tuple[float, float, float,
 
 
 def _bias(shape: tuple[int, ...], rng: np.random.Generator, amp: float = 0.05) -> np.ndarray:
-    """A smooth multiplicative bias field (scanner inhomogeneity)."""
-    return np.exp(upsample_linear(rng.normal(0.0, amp, size=(3,) * len(shape)), shape))
+    """A smooth multiplicative bias field (scanner inhomogeneity): a product of per-axis quadratic profiles."""
+    field = np.ones(shape, np.float32)
+    for ax, n in enumerate(shape):
+        t = np.linspace(-1.0, 1.0, n, dtype=np.float32)
+        c1, c2 = rng.normal(0.0, amp, size=2)
+        view = [1] * len(shape)
+        view[ax] = n
+        field = field * np.exp(c1 * t + c2 * (t**2 - 1 / 3)).astype(np.float32).reshape(view)
+    return field
 
 
 _FIELDS = ("gm", "wm", "csf", "vent", "sd_vent", "depth", "csf_dist")
@@ -255,7 +272,7 @@ def generate_subject(seed: int | np.random.SeedSequence, index: int = 0, dims: i
     for levels, gain in ((T1_LEVELS, 0.85), (FLAIR_LEVELS, 0.9)):
         jitter = np.array(levels) * rng.uniform(0.96, 1.04, size=4)
         img = synthesise(tissue, tuple(jitter)) * bias * gain
-        img = img + inside * rng.normal(0.0, 0.012, size=shape).astype(np.float32)
+        img = img + inside * (0.012 * rng.standard_normal(size=shape, dtype=np.float32))
         imgs.append(np.clip(img, 0.0, 1.0).astype(np.float32))
     return BrainSubject(imgs[0], imgs[1], seg, affine, cov, grid, atlas if keep_atlas else {})
 
@@ -272,12 +289,69 @@ def downsample2(image: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.n
     return a.astype(np.float32), aff
 
 
-def analyse_volumes(t1: np.ndarray, spacing=(2.0, 2.0, 2.0)) -> dict[str, float]:
+# measured = slope * recorded + intercept, fitted by ``calibrate()`` (python ci/bench_data.py --calibrate);
+# analyse_volumes inverts it so that its volumes are on the scale of the recorded covariates.
+# Keys: "<dims>d_<spacing>mm"; fits over generated subjects of seed 100 (n: 60 for 3d_2mm, 20 for 3d_1mm,
+# 200 for 2d_2mm, 100 for 2d_1mm).
+CALIBRATION: dict[str, dict[str, tuple[float, float]]] = {
+    "3d_2mm": {"ventricular_vol_ml": (0.7663, 5.014), "brain_vol_ml": (1.0073, 4.416)},
+    "3d_1mm": {"ventricular_vol_ml": (1.0, 0.0), "brain_vol_ml": (1.0, 0.0)},
+    "2d_2mm": {"ventricular_vol_ml": (0.7984, 0.2733), "brain_vol_ml": (0.9923, 0.4131)},
+    "2d_1mm": {"ventricular_vol_ml": (0.8684, 0.2872), "brain_vol_ml": (0.9817, 0.4175)},
+}
+VENTRICLE_SEARCH_MM = 8.0  # the prior region: within this distance of the template's lateral ventricles
+
+
+def _ventricle_region(shape: tuple[int, ...], spacing: np.ndarray) -> tuple[np.ndarray | None, str]:
+    """Where lateral ventricles can be on the population's grid (template prior) and the grid's calibration key;
+    (None, "") for another grid."""
+    for res in (2, 1):
+        if not np.allclose(spacing, res, atol=0.05):
+            continue
+        fov = tuple(int(round(f / res)) for f in FOV_MM)
+        if len(shape) == 3 and tuple(shape) == fov:
+            t = load_template(res)
+            return (t.sd_vent < VENTRICLE_SEARCH_MM) & (t.depth > 4.0), f"3d_{res}mm"
+        if len(shape) == 2 and tuple(shape) == fov[:2]:
+            slab, _ = _axial_slab(res)  # the slice level is unknown: any level of the slab
+            return ((slab["sd_vent"] < VENTRICLE_SEARCH_MM) & (slab["depth"] > 4.0)).any(0), f"2d_{res}mm"
+    return None, ""
+
+
+def _ventricles_by_components(dark: np.ndarray, head: np.ndarray, sp: np.ndarray, vox_ml: float) -> np.ndarray:
+    """Grid-free fallback: the largest deep dark component either side of the midline."""
+    from scipy import ndimage as ndi
+
+    nd = dark.ndim
+    depth = ndi.distance_transform_edt(head, sampling=sp)
+    xs = np.nonzero(head.any(axis=tuple(range(1, nd))))[0]
+    mid = 0.5 * (xs.min() + xs.max()) if xs.size else (dark.shape[0] - 1) / 2.0
+    x_idx = np.arange(dark.shape[0]).reshape((-1,) + (1,) * (nd - 1))
+    deep = dark & (depth > 8.0) & (np.abs(x_idx - mid) * sp[0] > 3.0)  # the fissure and cisterns sit on the midline
+    lab, n = ndi.label(deep)
+    vent = np.zeros_like(deep)
+    if n:
+        idx = range(1, n + 1)
+        sizes = np.asarray(ndi.sum(deep, lab, idx))
+        centre_x = np.asarray(ndi.mean(np.broadcast_to(x_idx, dark.shape), lab, idx))
+        min_vox = max(4, int(0.5 / vox_ml)) if nd == 3 else 3
+        for side in (centre_x < mid, centre_x >= mid):
+            cand = np.nonzero(side & (sizes >= min_vox))[0]
+            if cand.size:
+                vent |= lab == cand[np.argmax(sizes[cand])] + 1
+        vent = ndi.binary_dilation(vent, iterations=1, mask=dark)
+    return vent
+
+
+def analyse_volumes(t1: np.ndarray, spacing=(2.0, 2.0, 2.0), calibrated: bool = True) -> dict[str, float]:
     """Measure lateral-ventricular and brain volume (ml) from a T1 by intensity alone.
 
     Robust to intensity scaling (thresholds relative to the white-matter peak); works on the written files
-    and on model samples in [0, 1]. Returns ``ventricular_vol_ml``, ``brain_vol_ml`` and ``csf_vol_ml``;
-    for 2D slices the volumes are of a slab one pixel thick.
+    and on model samples in [0, 1]. On the population's grids (80x112x80 at 2 mm, 160x224x160 at 1 mm, and
+    their 2D axial slices) the ventricles are searched near the template's, and the volumes are calibrated
+    to the recorded covariates' scale (``CALIBRATION``); on other grids a grid-free component search is used
+    (``method``: ``template`` or ``components``). For 2D slices the volumes are of a slab one pixel thick.
+    Returns ``ventricular_vol_ml``, ``brain_vol_ml``, ``csf_vol_ml``, the uncalibrated ``*_raw`` and ``method``.
     """
     from scipy import ndimage as ndi
 
@@ -288,36 +362,49 @@ def analyse_volumes(t1: np.ndarray, spacing=(2.0, 2.0, 2.0)) -> dict[str, float]
     vox_ml = float(np.prod(sp)) / 1000.0
     pos = a[a > 0.05 * max(float(a.max()), 1e-6)]
     if pos.size < 100:
-        return {"ventricular_vol_ml": 0.0, "brain_vol_ml": 0.0, "csf_vol_ml": 0.0}
+        return {"ventricular_vol_ml": 0.0, "brain_vol_ml": 0.0, "csf_vol_ml": 0.0, "ventricular_vol_ml_raw": 0.0,
+                "brain_vol_ml_raw": 0.0, "method": "empty"}
     wm_peak = float(np.percentile(pos, 95))  # white matter is the brightest tissue on T1
     csf_lvl, gm_lvl = T1_LEVELS[0] / T1_LEVELS[2] * wm_peak, T1_LEVELS[1] / T1_LEVELS[2] * wm_peak
     head = ndi.binary_fill_holes(ndi.binary_closing(a > 0.5 * csf_lvl, iterations=2))
     tissue_frac = np.clip((a - csf_lvl) / (gm_lvl - csf_lvl), 0.0, 1.0) * head
-    brain_ml = float(tissue_frac.sum()) * vox_ml
-    dark = head & (a < 0.5 * (csf_lvl + gm_lvl))
-    # the lateral ventricles: dark, deep below the surface, big, either side of the midline (the fissure,
-    # third ventricle and cisterns sit on it and are cut away; the sylvian fissures lie far lateral)
-    depth = ndi.distance_transform_edt(head, sampling=sp)
-    xs = np.nonzero(head.any(axis=tuple(range(1, a.ndim))))[0]
-    mid = 0.5 * (xs.min() + xs.max()) if xs.size else (a.shape[0] - 1) / 2.0
-    off_mid = np.abs(np.arange(a.shape[0]) - mid) * sp[0]
-    off_mid = off_mid.reshape((-1,) + (1,) * (a.ndim - 1))
-    deep = dark & (depth > 8.0) & (off_mid > 3.0)
-    lab, n = ndi.label(deep)
-    vent = np.zeros_like(deep)
-    if n:
-        sizes = ndi.sum(deep, lab, range(1, n + 1))
-        min_vox = max(4, int(0.5 / vox_ml)) if a.ndim == 3 else max(3, int(0.01 / vox_ml))
-        for k in np.nonzero(sizes >= min_vox)[0]:
-            comp = lab == k + 1
-            if np.median(np.broadcast_to(off_mid, comp.shape)[comp]) < 30.0:
-                vent |= comp
-    csf_frac = np.clip((gm_lvl - a) / (gm_lvl - csf_lvl), 0.0, 1.0)
-    return {
-        "ventricular_vol_ml": float((csf_frac * vent).sum()) * vox_ml,
-        "brain_vol_ml": brain_ml,
-        "csf_vol_ml": float((csf_frac * head).sum()) * vox_ml,
-    }
+    csf_frac = (1.0 - tissue_frac) * head
+    region, grid_key = _ventricle_region(a.shape, sp)
+    if region is not None:
+        vent, method = region & head, "template"
+    else:
+        vent, method = _ventricles_by_components(head & (a < 0.5 * (csf_lvl + gm_lvl)), head, sp, vox_ml), "components"
+    raw = {"ventricular_vol_ml": float((csf_frac * vent).sum()) * vox_ml, "brain_vol_ml": float(tissue_frac.sum()) * vox_ml}
+    out = dict(raw)
+    if calibrated and method == "template":
+        for k, (slope, icpt) in CALIBRATION[grid_key].items():
+            out[k] = max(0.0, (raw[k] - icpt) / slope)
+    return {**out, "csf_vol_ml": float(csf_frac.sum()) * vox_ml, "ventricular_vol_ml_raw": raw["ventricular_vol_ml"],
+            "brain_vol_ml_raw": raw["brain_vol_ml"], "method": method}
+
+
+def analyse_covariates(t1: np.ndarray, spacing=(2.0, 2.0, 2.0)) -> dict[str, float]:
+    """Normalised ``ventricular_vol`` and ``brain_vol`` measured from a T1, comparable with the conditioning."""
+    a = np.asarray(t1)
+    m = analyse_volumes(a, spacing)
+    return normalise_covariates(m, dims=a.ndim)
+
+
+def calibrate(n: int = 60, seed: int = 100, dims: int = 3, spacing: int = 2) -> dict[str, tuple[float, float, float]]:
+    """Fit measured = slope * recorded + intercept over ``n`` generated subjects; returns (slope, intercept, r)."""
+    rec, meas = [], []
+    sp = (float(spacing),) * dims
+    for i in range(n):
+        s = generate_subject(seed, i, dims=dims, spacing=spacing)
+        m = analyse_volumes(s.t1, sp, calibrated=False)
+        rec.append([s.covariates["ventricular_vol_ml"], s.covariates["brain_vol_ml"]])
+        meas.append([m["ventricular_vol_ml"], m["brain_vol_ml"]])
+    rec_a, meas_a = np.array(rec), np.array(meas)
+    out = {}
+    for j, k in enumerate(("ventricular_vol_ml", "brain_vol_ml")):
+        slope, icpt = np.polyfit(rec_a[:, j], meas_a[:, j], 1)
+        out[k] = (float(slope), float(icpt), float(np.corrcoef(rec_a[:, j], meas_a[:, j])[0, 1]))
+    return out
 
 
 def write_case(seed: int, index: int, path, dims: int = 3, spacing: int = 2) -> dict:
