@@ -129,12 +129,14 @@ def render(attrs: dict, size: tuple[int, int], rng: np.random.Generator) -> np.n
         d = sgn * (x - cx)  # distance from the midline towards this lung's lateral wall
         prog = np.clip((y - y_apex) / 0.28, 0, 1)
         lateral = tw * (0.35 + 0.65 * prog**0.5) + rng.normal(0, 0.004)
-        medial = 0.045 + 0.01 * prog
+        medial = 0.05 + 0.012 * (1 - prog)
+        if side == "left":  # the aortic knob bulges into the left upper lung
+            medial = medial + 0.035 * np.exp(-0.5 * ((y - y_apex - 0.17) / 0.035) ** 2)
         hemi_c = (lateral + medial) / 2
         hemi_w = (lateral - medial) / 2
         base = y_cp - dome * np.clip(1 - ((d - hemi_c) / hemi_w) ** 2, 0, 1) - (0.015 if side == "right" else 0)
-        lung = (_soft(lateral - d, px) * _soft(d - medial, px) * _soft(base - y, px) * _soft(y - y_apex, px)
-                * _soft(1.0 - ((d - medial) / (lateral - medial) - 0.5) ** 2 * 0 - 0, 1))
+        # apex: rounded, the lung narrows towards its top
+        lung = _soft(lateral - d, px) * _soft(d - medial, px) * _soft(base - y, px) * _soft(y - y_apex, px)
         lung *= np.clip(1.0 - heart, 0, 1)
         if attrs["effusion_side"] in (side, "bilateral"):
             lo, hi = EFFUSION_FRAC[attrs["effusion_size"]]
@@ -167,7 +169,8 @@ def render(attrs: dict, size: tuple[int, int], rng: np.random.Generator) -> np.n
     spine = _soft(0.035 - np.abs(x - cx), px) * _soft(y - 0.05, px)
     img += 0.10 * spine
     chest = _soft(tw + 0.02 - np.abs(x - cx), px) * _soft(y_cp + 0.02 - y, px)
-    rib_phase = (y - 0.12 - 0.35 * (np.abs(x - cx) - 0.05).clip(0) ** 2 * 2.5) / rng.uniform(0.062, 0.07)
+    # posterior ribs: arcs that fall away laterally
+    rib_phase = (y - 0.10 - 0.55 * (np.abs(x - cx) - 0.04).clip(0) ** 1.5) / rng.uniform(0.062, 0.07)
     ribs = np.clip(np.cos(2 * np.pi * rib_phase) - 0.55, 0, None) / 0.45
     img += 0.07 * ribs * chest * (np.abs(x - cx) > 0.04)
     clav_y = 0.10 + 0.12 * (np.abs(x - cx) - 0.05).clip(0) - 0.3 * (np.abs(x - cx) - 0.05).clip(0) ** 2
