@@ -108,3 +108,13 @@ def test_datalists_load_through_monai(tmp_path):
     np.testing.assert_allclose(t1.pixdim, (2.0, 2.0, 2.0))
     d = json.loads(dl3.read_text())
     assert d["population"]["name"] == "brain" and d["population"]["spacing_mm"] == 2.0
+
+
+def test_figure_grid(tmp_path):
+    from PIL import Image
+
+    assert main(["figure", "oct", "--n", "4", "--out", str(tmp_path / "g.png")]) == 0
+    g = Image.open(tmp_path / "g.png")
+    assert g.mode == "L" and g.width == 4 * (128 + 4) and g.height == 128 + 14 + 4
+    assert main(["figure", "liver", "--out", str(tmp_path / "h.png")]) == 2
+    assert not (tmp_path / "h.png").exists()

@@ -18,6 +18,12 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--dims", type=int, default=3, help="brain only: 3 (volumes) or 2 (axial slices)")
     m.add_argument("--spacing", type=int, default=2, help="brain only: 2 mm (80x112x80) or 1 mm (160x224x160)")
     m.add_argument("--no-progress", action="store_true", help="no progress bar")
+    f = sub.add_parser("figure", help="write a PNG preview grid of a population")
+    f.add_argument("population", help="brain | cxr | mammo | oct")
+    f.add_argument("--out", required=True, help="PNG file to write")
+    f.add_argument("--n", type=int, default=8, help="number of cases shown")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--dims", type=int, default=3, help="brain only: 3 or 2")
     return p
 
 
@@ -29,9 +35,16 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse already printed its one-line usage error
         return int(e.code or 0)
-    from .make import make
-
     try:
+        if args.command == "figure":
+            from .figure import figure
+
+            if args.n <= 0 or args.n > 64:
+                raise ValueError(f"--n must be in 1..64 for a figure, got {args.n}")
+            print(figure(args.population, args.out, n=args.n, seed=args.seed, dims=args.dims))
+            return 0
+        from .make import make
+
         path = make(args.population, args.n, args.out, seed=args.seed, size=args.size, dims=args.dims,
                     spacing=args.spacing, progress=not args.no_progress)
     except (ValueError, OSError) as e:

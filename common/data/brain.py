@@ -102,14 +102,14 @@ def _lesions(t: dict[str, np.ndarray], wm: np.ndarray, age01: float, rng: np.ran
     if n == 0 or len(cand) == 0:
         return les
     for c in cand[rng.integers(0, len(cand), size=n)]:
-        radii = rng.uniform(1.5, 3.0 + 3.0 * age01, size=wm.ndim) / spacing
+        radii = np.maximum(rng.uniform(1.5, 3.0 + 3.0 * age01) * rng.uniform(0.7, 1.4, size=wm.ndim) / spacing, 1.0)
         half = np.ceil(2 * radii).astype(int)
         lo = np.maximum(c - half, 0)
         hi = np.minimum(c + half + 1, wm.shape)
         sl = tuple(slice(a, b) for a, b in zip(lo, hi))
         coords = np.meshgrid(*[np.arange(a, b) - ci for a, b, ci in zip(lo, hi, c)], indexing="ij")
         r2 = sum((x / r) ** 2 for x, r in zip(coords, radii))
-        les[sl] = np.maximum(les[sl], np.clip((1.0 - r2) * 3.0, 0.0, 1.0))
+        les[sl] = np.maximum(les[sl], np.clip((1.0 - r2) * 2.0, 0.0, 1.0))
     return (les * wm).astype(np.float32)
 
 
