@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 DATA=${DATA:-/work/data/cxr128}
 RUNS=${RUNS:-/work/data/cxr_text_ldm_runs}
-AE_MIN=${AE_MIN:-22}
+AE_CROP_MIN=${AE_CROP_MIN:-10}
+AE_MIN=${AE_MIN:-14}
 DIFF_MIN=${DIFF_MIN:-55}
 STAGE=${1:-all}
 BUNDLE=bundles/cxr_text_ldm
@@ -19,6 +20,12 @@ if [ ! -f "$DATA/datalist.json" ]; then
 fi
 
 if [ "$STAGE" = autoencoder ] || [ "$STAGE" = all ]; then
+  # phase 1 (CPU speed-up): 64x64 random crops, 4x cheaper per iteration; stopped at iteration ~400
+  "$PY" -m monai.bundle run --config_file "$BUNDLE/configs/train.json" --bundle_root "$BUNDLE" \
+    --datalist "$DATA/datalist.json" --output_dir "$RUNS" --num_threads 1 --seed 0 \
+    --stage autoencoder --autoencoder_train#patch_size "[64,64]" --autoencoder_train#time_limit_minutes "$AE_CROP_MIN"
+  # phase 2: resumes from phase 1's latest checkpoint on full 128x128 images (train.json's default), so that
+  # the GroupNorm statistics match whole radiographs (crop-only training left full images ~0.15 L1 off)
   "$PY" -m monai.bundle run --config_file "$BUNDLE/configs/train.json" --bundle_root "$BUNDLE" \
     --datalist "$DATA/datalist.json" --output_dir "$RUNS" --num_threads 1 --seed 0 \
     --stage autoencoder --autoencoder_train#time_limit_minutes "$AE_MIN"
