@@ -1,0 +1,271 @@
+"""Measure the shipped brain_ldm_3d weights: sampling speed and memory, reconstruction, covariate fidelity, figure.
+
+  speed     the bundle's own command (`python -m monai.bundle run ... inference.json`) in a child process, one
+            sample end to end (process start, config, weight loading, sampling, NIfTI writing): wall time and the
+            child's peak resident memory (ru_maxrss); same seed every repeat, so the files must be identical.
+  recon     autoencoder reconstruction of held-out subjects (datalist 'test' split): MS-SSIM (common.evaluation,
+            settings fitted to the size), PSNR, MAE.
+  fidelity  covariate fidelity: for each of --settings covariate combinations taken from held-out subjects
+            (spread over the ventricular-volume range), --per-setting samples; ventricular and brain volume
+            measured on every sample with common.data.brain.analyse_volumes; Pearson r between requested and
+            measured volumes (ml) over all samples.
+  figure    a PNG of samples across ages (mid axial and coronal slices), covariates of the training subject
+            nearest each age.
+
+Results are printed and, with --json, written atomically to a file. Examples:
+  python ci/bench_brain_ldm_3d.py speed --steps 50
+  python ci/bench_brain_ldm_3d.py recon --datalist data/brain_3d/datalist.json
+  python ci/bench_brain_ldm_3d.py fidelity --settings 4 --per-setting 20 --steps 25 --json runs/fidelity.json
+  python ci/bench_brain_ldm_3d.py figure --out bundles/brain_ldm_3d/docs/samples_by_age.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLE = ROOT / "bundles" / "brain_ldm_3d"
+INFERENCE = BUNDLE / "configs" / "inference.json"
+DEFAULT_DATALIST = ROOT / "data" / "brain_3d" / "datalist.json"
+COVARIATES = ("gender", "age", "ventricular_vol", "brain_vol")
+
+
+def _fail(msg: str) -> None:
+    sys.exit(f"bench_brain_ldm_3d: {msg}")
+
+
+def _check_weights(names=("autoencoder.safetensors", "diffusion_model.safetensors")) -> None:
+    for name in names:
+        if not (BUNDLE / "models" / name).is_file():
+            _fail(f"{BUNDLE / 'models' / name} missing: train with ci/train_brain_ldm_3d.sh")
+
+
+def _write_json(result: dict, path: str | None) -> None:
+    print(json.dumps(result, indent=2))
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=Path(path).parent, suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            json.dump(result, f, indent=2)
+        os.replace(tmp, path)
+
+
+def _datalist(path: str, split: str) -> list[dict]:
+    from common.training.data import load_datalist
+
+    return load_datalist(path, split)
+
+
+# ------------------------------------------------------------------------------------------------ speed
+def speed(args: argparse.Namespace) -> dict:
+    digests, runs = set(), []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.repeats):
+            out = Path(tmp) / f"run{i}"
+            cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(INFERENCE), "--bundle_root",
+                   str(BUNDLE), "--output_dir", str(out), "--num_inference_steps", str(args.steps), "--scheduler",
+                   args.scheduler, "--seed", str(args.seed), "--device", "$torch.device('cpu')"]
+            env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+            start = time.perf_counter()
+            proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+            wall = time.perf_counter() - start
+            if proc.returncode != 0:
+                _fail(f"inference failed (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
+            # children are waited for one at a time, so the running max is this child's peak unless an earlier
+            # one was bigger (then the max is reported, an upper bound)
+            peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+            files = sorted(out.glob("*.nii.gz"))
+            digests.add(hashlib.sha256(files[0].read_bytes()).hexdigest())
+            runs.append({"wall_s": round(wall, 1), "peak_rss_mib": round(peak)})
+            print(f"run {i + 1}: 1 sample, {args.scheduler} {args.steps} steps, {args.threads} thread(s): "
+                  f"{wall:.1f} s end to end, peak RSS <= {peak:.0f} MiB -> {files[0].name}", flush=True)
+    return {"what": "speed", "steps": args.steps, "scheduler": args.scheduler, "threads": args.threads,
+            "runs": runs, "identical_outputs": len(digests) == 1}
+
+
+# ------------------------------------------------------------------------------------------------ models
+def _parser(**overrides):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(INFERENCE))
+    parser.update({"bundle_root": str(BUNDLE), "device": "cpu", "progress": False, **overrides})
+    parser.parse()
+    return parser
+
+
+def recon(args: argparse.Namespace) -> dict:
+    import numpy as np
+    import torch
+    from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, ResizeWithPadOrCropd, ScaleIntensityRanged
+
+    from common.evaluation import mae, ms_ssim_reconstruction, ms_ssim_settings, psnr
+
+    torch.set_num_threads(args.threads)
+    parser = _parser()
+    parser.get_parsed_content("load_autoencoder")  # only the autoencoder: recon runs before stage 2 exists
+    ae = parser.get_parsed_content("autoencoder").eval()
+    load = Compose([LoadImaged("image", image_only=True), EnsureChannelFirstd("image"),
+                    ScaleIntensityRanged("image", 0.0, 1.0, 0.0, 1.0, clip=True),
+                    ResizeWithPadOrCropd("image", [80, 112, 80])])
+    entries = _datalist(args.datalist, args.split)[: args.limit or None]
+    reals, recons = [], []
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for e in entries:
+            x = torch.as_tensor(load(dict(e))["image"]).float()[None]
+            reals.append(x)
+            recons.append(ae.reconstruct(x).clamp(0, 1))
+    real, rec = torch.cat(reals), torch.cat(recons)
+    settings = ms_ssim_settings(real.shape[2:])
+    per = [ms_ssim_reconstruction(real[i : i + 1], rec[i : i + 1], settings=settings) for i in range(len(real))]
+    return {"what": "autoencoder reconstruction", "split": args.split, "n": len(entries),
+            "ms_ssim_mean": round(float(np.mean(per)), 4), "ms_ssim_min": round(float(np.min(per)), 4),
+            "ms_ssim_settings": settings, "psnr": round(float(psnr(real, rec)), 2), "mae": round(float(mae(real, rec)), 4),
+            "seconds": round(time.perf_counter() - start, 1)}
+
+
+def _sample(parser, covariates: dict, n: int, seed: int, batch: int):
+    import torch
+
+    sampler = parser.get_parsed_content("sampler")
+    conditioner = parser.get_parsed_content("conditioner")
+    images = []
+    for lo in range(0, n, batch):
+        k = min(batch, n - lo)
+        cond = conditioner.from_values(k, **covariates)
+        gen = torch.Generator().manual_seed(seed * 100003 + lo)
+        images.append(sampler.sample(cond, None, num_samples=k, generator=gen).clamp(0, 1).float().cpu())
+    return torch.cat(images)
+
+
+def fidelity(args: argparse.Namespace) -> dict:
+    import numpy as np
+    import torch
+
+    from common.data.brain import analyse_volumes, denormalise_covariates
+
+    torch.set_num_threads(args.threads)
+    parser = _parser(num_inference_steps=args.steps, scheduler=args.scheduler)
+    held_out = sorted(_datalist(args.datalist, args.split), key=lambda e: e["ventricular_vol"])
+    picks = np.linspace(0, len(held_out) - 1, args.settings).round().astype(int)
+    rows, start = [], time.perf_counter()
+    for s, idx in enumerate(picks):
+        cov = {k: float(held_out[idx][k]) for k in COVARIATES}
+        want = denormalise_covariates(cov, dims=3)
+        images = _sample(parser, cov, args.per_setting, seed=args.seed + s, batch=args.batch)
+        for img in images:
+            got = analyse_volumes(img[0].numpy(), spacing=(2.0, 2.0, 2.0))
+            rows.append({**cov, "requested_ventricular_ml": want["ventricular_vol_ml"],
+                         "requested_brain_ml": want["brain_vol_ml"], "measured_ventricular_ml": got["ventricular_vol_ml"],
+                         "measured_brain_ml": got["brain_vol_ml"]})
+        print(f"setting {s + 1}/{len(picks)} {cov}: requested vent {want['ventricular_vol_ml']:.1f} ml, brain "
+              f"{want['brain_vol_ml']:.0f} ml; measured vent {np.mean([r['measured_ventricular_ml'] for r in rows[-len(images):]]):.1f}"
+              f" ml, brain {np.mean([r['measured_brain_ml'] for r in rows[-len(images):]]):.0f} ml "
+              f"({time.perf_counter() - start:.0f} s)", flush=True)
+
+    def pearson(a: str, b: str) -> float:
+        x, y = np.array([r[a] for r in rows]), np.array([r[b] for r in rows])
+        return float(np.corrcoef(x, y)[0, 1]) if x.std() > 0 and y.std() > 0 else float("nan")
+
+    # the same measurement on the real held-out subjects: the analyser's own agreement with the ground truth
+    from monai.transforms import LoadImage
+
+    real_rows = []
+    for e in held_out:
+        got = analyse_volumes(np.asarray(LoadImage(image_only=True)(e["image"])), spacing=(2.0, 2.0, 2.0))
+        real_rows.append((e["ventricular_vol_ml"], got["ventricular_vol_ml"], e["brain_vol_ml"], got["brain_vol_ml"]))
+    real = np.array(real_rows)
+    per_setting = []
+    for s in range(len(picks)):
+        chunk = rows[s * args.per_setting : (s + 1) * args.per_setting]
+        per_setting.append({k: round(chunk[0][k], 4) for k in COVARIATES} | {
+            "requested_ventricular_ml": round(chunk[0]["requested_ventricular_ml"], 1),
+            "measured_ventricular_ml_mean": round(float(np.mean([r["measured_ventricular_ml"] for r in chunk])), 1),
+            "measured_ventricular_ml_sd": round(float(np.std([r["measured_ventricular_ml"] for r in chunk])), 1),
+            "requested_brain_ml": round(chunk[0]["requested_brain_ml"], 0),
+            "measured_brain_ml_mean": round(float(np.mean([r["measured_brain_ml"] for r in chunk])), 0),
+            "measured_brain_ml_sd": round(float(np.std([r["measured_brain_ml"] for r in chunk])), 0)})
+    return {"what": "covariate fidelity", "steps": args.steps, "scheduler": args.scheduler,
+            "settings": len(picks), "samples_per_setting": args.per_setting, "n_samples": len(rows),
+            "pearson_ventricular": round(pearson("requested_ventricular_ml", "measured_ventricular_ml"), 3),
+            "pearson_brain": round(pearson("requested_brain_ml", "measured_brain_ml"), 3),
+            "analyser_on_real_heldout": {
+                "n": len(real), "pearson_ventricular": round(float(np.corrcoef(real[:, 0], real[:, 1])[0, 1]), 3),
+                "pearson_brain": round(float(np.corrcoef(real[:, 2], real[:, 3])[0, 1]), 3)},
+            "per_setting": per_setting, "seconds": round(time.perf_counter() - start, 1)}
+
+
+def figure(args: argparse.Namespace) -> dict:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    torch.set_num_threads(args.threads)
+    parser = _parser(num_inference_steps=args.steps, scheduler=args.scheduler)
+    train = _datalist(args.datalist, "training")
+    tiles, used = [], []
+    for i, age in enumerate(args.ages):
+        nearest = min(train, key=lambda e: abs(e["age"] - age))
+        cov = {k: float(nearest[k]) for k in COVARIATES}
+        img = _sample(parser, cov, 1, seed=args.seed + i, batch=1)[0, 0].numpy()
+        axial = np.rot90(img[:, :, img.shape[2] // 2 + 4])  # x right, y up
+        coronal = np.rot90(img[:, img.shape[1] // 2, :])
+        pad = np.zeros((axial.shape[0] - coronal.shape[0], coronal.shape[1]), np.float32)
+        tiles.append(np.concatenate([axial, np.concatenate([pad, coronal])], axis=1))
+        used.append({**cov, "age_years": round(float(nearest["age_years"]), 1)})
+    grid = np.concatenate(tiles, axis=1)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".png")
+    os.close(fd)
+    Image.fromarray((np.clip(grid, 0, 1) * 255).astype(np.uint8)).resize(
+        (grid.shape[1] * 2, grid.shape[0] * 2), Image.NEAREST).save(tmp, format="PNG")
+    os.replace(tmp, out)
+    return {"what": "figure", "path": str(out), "steps": args.steps, "columns": used}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    for name in ("speed", "recon", "fidelity", "figure"):
+        p = sub.add_parser(name)
+        p.add_argument("--threads", type=int, default=1)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--json", default=None, help="also write the result to this file")
+        p.add_argument("--datalist", default=str(DEFAULT_DATALIST))
+        p.add_argument("--steps", type=int, default=50)
+        p.add_argument("--scheduler", default="ddim")
+        if name == "speed":
+            p.add_argument("--repeats", type=int, default=1)
+        if name == "recon":
+            p.add_argument("--split", default="test")
+            p.add_argument("--limit", type=int, default=0)
+        if name == "fidelity":
+            p.add_argument("--split", default="test")
+            p.add_argument("--settings", type=int, default=4)
+            p.add_argument("--per-setting", type=int, default=20)
+            p.add_argument("--batch", type=int, default=10)
+        if name == "figure":
+            p.add_argument("--ages", type=float, nargs="+", default=[0.05, 0.35, 0.65, 0.95])
+            p.add_argument("--out", default=str(BUNDLE / "docs" / "samples_by_age.png"))
+    args = parser.parse_args(argv)
+    _check_weights(("autoencoder.safetensors",) if args.cmd == "recon" else ("autoencoder.safetensors", "diffusion_model.safetensors"))
+    if args.cmd != "speed" and not Path(args.datalist).is_file():
+        _fail(f"datalist {args.datalist} not found: python -m common.data make brain --dims 3 --n 240 --out data/brain_3d")
+    result = {"speed": speed, "recon": recon, "fidelity": fidelity, "figure": figure}[args.cmd](args)
+    _write_json(result, args.json)
+    return 0 if result.get("identical_outputs", True) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
