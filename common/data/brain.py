@@ -21,7 +21,7 @@ AGE_RANGE = (45.0, 82.0)  # years, the UK Biobank imaging range the published bu
 # (see docs/data.md); values outside are clipped.
 COVARIATE_RANGES: dict[str, dict[str, tuple[float, float]]] = {
     "3d": {"age": AGE_RANGE, "ventricular_vol_ml": (10.0, 120.0), "brain_vol_ml": (1150.0, 1950.0)},
-    "2d": {"age": AGE_RANGE, "ventricular_vol_ml": (0.0, 4.0), "brain_vol_ml": (11.0, 20.0)},
+    "2d": {"age": AGE_RANGE, "ventricular_vol_ml": (0.0, 4.0), "brain_vol_ml": (11.0, 21.0)},
 }
 # tissue intensities relative to white matter: CSF, GM, WM, lesion
 T1_LEVELS = (0.30, 0.74, 1.0, 0.58)
@@ -294,10 +294,10 @@ def downsample2(image: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.n
 # Keys: "<dims>d_<spacing>mm"; fits over generated subjects of seed 100 (n: 60 for 3d_2mm, 20 for 3d_1mm,
 # 200 for 2d_2mm, 100 for 2d_1mm).
 CALIBRATION: dict[str, dict[str, tuple[float, float]]] = {
-    "3d_2mm": {"ventricular_vol_ml": (0.7663, 5.014), "brain_vol_ml": (1.0073, 4.416)},
-    "3d_1mm": {"ventricular_vol_ml": (1.0, 0.0), "brain_vol_ml": (1.0, 0.0)},
-    "2d_2mm": {"ventricular_vol_ml": (0.7984, 0.2733), "brain_vol_ml": (0.9923, 0.4131)},
-    "2d_1mm": {"ventricular_vol_ml": (0.8684, 0.2872), "brain_vol_ml": (0.9817, 0.4175)},
+    "3d_2mm": {"ventricular_vol_ml": (0.7624, 4.8397), "brain_vol_ml": (1.009, 5.6081)},
+    "3d_1mm": {"ventricular_vol_ml": (0.8701, 5.2481), "brain_vol_ml": (1.0235, -27.9526)},
+    "2d_2mm": {"ventricular_vol_ml": (0.8092, 0.2518), "brain_vol_ml": (0.9732, 0.7432)},
+    "2d_1mm": {"ventricular_vol_ml": (0.8742, 0.2656), "brain_vol_ml": (0.987, 0.3992)},
 }
 VENTRICLE_SEARCH_MM = 8.0  # the prior region: within this distance of the template's lateral ventricles
 

@@ -117,6 +117,10 @@ def load_template(resolution: int = 2) -> BrainTemplate:
         except Exception:  # a corrupt cache is rebuilt, never trusted
             fields = None
     if fields is None:
+        import sys
+
+        print(f"building the {resolution} mm brain template cache under {path.parent} (once; ~10 s at 2 mm, "
+              "~1 min at 1 mm)", file=sys.stderr, flush=True)
         fields = _build(resolution)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -17,11 +17,11 @@ FINDINGS = ("no_finding", "effusion", "cardiomegaly", "pneumothorax")
 FINDING_P = (0.3, 0.4, 0.15, 0.15)
 SIDES = ("right", "left")  # right lung = image left (x < 0.5)
 # effusion fluid height as a fraction of lung height
-EFFUSION_FRAC = {"small": (0.17, 0.26), "large": (0.40, 0.52)}
+EFFUSION_FRAC = {"small": (0.19, 0.27), "large": (0.40, 0.52)}
 CTR_NORMAL, CTR_LARGE = (0.38, 0.47), (0.56, 0.66)
 # analyser cut-offs on the measured lateral lung height (fraction of image height), see analyse()
-LUNG_H_SMALL, LUNG_H_LARGE = 0.565, 0.44
-PTX_LUCENT = 0.27
+LUNG_H_SMALL, LUNG_H_LARGE = 0.552, 0.44
+PTX_LUCENT = 0.31
 
 
 @dataclass
@@ -122,7 +122,7 @@ def render(attrs: dict, size: tuple[int, int], rng: np.random.Generator) -> np.n
     ctr = attrs["ctr"]
     wh = ctr * 2 * tw  # heart width
     heart_l, heart_r = cx - 0.36 * wh, cx + 0.64 * wh  # image left / right borders
-    hy, hry = y_cp - 0.14, rng.uniform(0.12, 0.14)
+    hy, hry = y_cp - 0.09, rng.uniform(0.14, 0.16)  # the lower half hides behind the diaphragm
     heart = _soft(1.0 - (((x - (heart_l + heart_r) / 2) / ((heart_r - heart_l) / 2)) ** 2
                          + ((y - hy) / hry) ** 2), 0.08)
     for sgn, side in ((-1, "right"), (1, "left")):
