@@ -263,20 +263,28 @@ def measure(image: np.ndarray) -> dict:
         band = (cols <= lo + 0.35 * (hi - lo)) if name == "right" else (cols >= hi - 0.35 * (hi - lo))
         vals = a[rows[band], cols[band]]
         out[f"{name}_lucent"] = float(np.mean(vals < lung_level - 0.15 * contrast))
-    # CTR: the heart's widest reach from the midline on each side (rows where that lung is still broad,
-    # so the costophrenic tips do not count) over the widest span between the lateral lung edges
+    # CTR: the heart's widest reach from the midline on each side, over rows between mid-chest and the top
+    # of the right hemidiaphragm's dome (below it the lungs end in costophrenic tips), divided by the widest
+    # span between the lungs' lateral edges
     cols_any = np.nonzero((right | left).any(0))[0]
     mid = 0.5 * (cols_any.min() + cols_any.max()) if cols_any.size else w / 2
+    dome_top = h
+    rc_cols = np.nonzero(right.any(0))[0]
+    if rc_cols.size:
+        lo_c, hi_c = rc_cols.min(), rc_cols.max()
+        centre_cols = rc_cols[(rc_cols > lo_c + 0.33 * (hi_c - lo_c)) & (rc_cols < hi_c - 0.33 * (hi_c - lo_c))]
+        if centre_cols.size:
+            bottoms = [np.nonzero(right[:, c])[0].max() for c in centre_cols]
+            dome_top = int(min(bottoms))
     reach = {}
-    thorax_w = 0.0
     for name, m in (("right", right), ("left", left)):
-        widths = m.sum(1)
-        broad = widths >= 0.5 * widths.max() if widths.max() > 0 else widths > 0
         best = 0.0
-        for r in np.nonzero(broad & (np.arange(h) > 0.45 * h))[0]:
+        for r in range(int(0.45 * h), min(dome_top, h)):
             c = np.nonzero(m[r])[0]
-            best = max(best, float(mid - c.max()) if name == "right" else float(c.min() - mid))
+            if c.size:
+                best = max(best, float(mid - c.max()) if name == "right" else float(c.min() - mid))
         reach[name] = best
+    thorax_w = 0.0
     for r in range(h):
         rc, lc = np.nonzero(right[r])[0], np.nonzero(left[r])[0]
         if rc.size and lc.size:
