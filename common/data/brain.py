@@ -264,8 +264,13 @@ def generate_subject(seed: int | np.random.SeedSequence, index: int = 0, dims: i
     cov = {**normalise_covariates(raw, dims), **raw}
 
     fg = sum(tissue.values())
-    labels = np.stack([1.0 - fg, tissue["csf"] + tissue["vent"], tissue["gm"], tissue["wm"], tissue["lesion"]])
-    seg = np.argmax(labels, axis=0).astype(np.uint8)
+    # labels: the most probable class (0 background, 1 CSF, 2 GM, 3 WM, 4 lesion), first one wins ties
+    best = 1.0 - fg
+    seg = np.zeros(shape, np.uint8)
+    for k, p in enumerate((tissue["csf"] + tissue["vent"], tissue["gm"], tissue["wm"], tissue["lesion"]), start=1):
+        win = p > best
+        seg[win] = k
+        best = np.where(win, p, best)
     bias = _bias(shape, rng)
     inside = fg > 0.05
     imgs = []
