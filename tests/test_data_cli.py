@@ -31,6 +31,8 @@ def _tree(p: Path) -> dict:
     (["make", "brain", "--n", "2", "--out", "{tmp}/o", "--dims", "4"], "--dims must be 2 or 3"),
     (["make", "brain", "--n", "2", "--out", "{tmp}/o", "--spacing", "3"], "--spacing must be 1 or 2"),
     (["make", "brain", "--n", "2", "--out", "{tmp}/o", "--size", "64"], "--size does not apply to brain"),
+    (["make", "cxr", "--n", "two", "--out", "{tmp}/o"], "invalid int value"),
+    (["make", "cxr", "--n", "2"], "required: --out"),
     (["make", "cxr", "--n", "2", "--out", "{tmp}/afile/o"], "is not an existing folder"),
     (["make", "cxr", "--n", "2", "--out", "/proc/zoo_data_out"], "pick a writable --out"),
 ])

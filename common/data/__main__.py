@@ -6,8 +6,16 @@ import argparse
 import sys
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (the usage block is for --help)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m common.data", description="Built-in anatomy-grounded populations.")
+    p = _Parser(prog="python -m common.data", description="Built-in anatomy-grounded populations.")
     sub = p.add_subparsers(dest="command", required=True)
     m = sub.add_parser("make", help="write N cases and a datalist.json")
     m.add_argument("population", help="brain | cxr | mammo | oct")
