@@ -149,6 +149,7 @@ class RadImageNetResNet50(nn.Module):
 
     def __init__(self, weights_path: str | Path | None = None, load: bool = True) -> None:
         super().__init__()
+        path = cached_weights_file("radimagenet", weights_path) if load else None
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3)
         self.bn1 = nn.BatchNorm2d(64, eps=1.001e-5)
         self.relu = nn.ReLU(inplace=True)
@@ -158,8 +159,8 @@ class RadImageNetResNet50(nn.Module):
             layers.append(nn.Sequential(*[_KerasBottleneck(inplanes if i == 0 else planes * 4, planes, stride if i == 0 else 1) for i in range(blocks)]))
             inplanes = planes * 4
         self.layer1, self.layer2, self.layer3, self.layer4 = layers
-        if load:
-            _load_cached_weights(self, "radimagenet", weights_path)
+        if path is not None:
+            _load_cached_weights(self, "radimagenet", path)
         self.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -182,12 +183,13 @@ class MedicalNetResNet50(nn.Module):
         super().__init__()
         from monai.networks.nets import resnet50
 
+        path = cached_weights_file("medicalnet", weights_path) if load else None
         self.net = resnet50(
             spatial_dims=3, n_input_channels=1, conv1_t_stride=2, feed_forward=False,
             shortcut_type="B", bias_downsample=False,
         )
-        if load:
-            _load_cached_weights(self.net, "medicalnet", weights_path)
+        if path is not None:
+            _load_cached_weights(self.net, "medicalnet", path)
         self.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -199,8 +201,8 @@ class MedicalNetResNet50(nn.Module):
         return self.net(x)
 
 
-def _load_cached_weights(module: nn.Module, name: str, weights_path: str | Path | None) -> None:
-    """Load ``EXTRACTORS[name].weights_file`` from the hub cache (or ``weights_path``), strictly, weights only."""
+def cached_weights_file(name: str, weights_path: str | Path | None = None) -> Path:
+    """``weights_path`` or the hub cache's ``EXTRACTORS[name].weights_file``; a missing file says what to fetch."""
     info = EXTRACTORS[name]
     path = Path(weights_path) if weights_path else hub_checkpoint_dir() / info.weights_file
     if not path.is_file():
@@ -208,6 +210,12 @@ def _load_cached_weights(module: nn.Module, name: str, weights_path: str | Path 
             f"{name} weights not found at {path}: download {info.weights_file} ({info.source}) into "
             f"{path.parent}, or pass weights_path"
         )
+    return path
+
+
+def _load_cached_weights(module: nn.Module, name: str, path: Path) -> None:
+    """Load a RadImageNet / MedicalNet checkpoint strictly, weights only (plain or {"state_dict"}, "module." ok)."""
+    info = EXTRACTORS[name]
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
