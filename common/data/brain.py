@@ -174,7 +174,6 @@ def warp(channels: np.ndarray, grid: np.ndarray) -> np.ndarray:
     import torch
     import torch.nn.functional as F
 
-    nd = grid.shape[-1]
     size = np.array(channels.shape[1:], np.float32)
     norm = 2.0 * grid / (size - 1) - 1.0
     norm = norm[..., ::-1].copy()  # grid_sample wants the last array axis first
@@ -185,7 +184,6 @@ def warp(channels: np.ndarray, grid: np.ndarray) -> np.ndarray:
 
 def invert_grid(grid: np.ndarray, iterations: int = 20) -> np.ndarray:
     """Inverse of a pull-back grid by fixed-point iteration: subject voxel coordinates for each template voxel."""
-    nd = grid.shape[-1]
     shape = grid.shape[:-1]
     ident = np.moveaxis(np.indices(shape, dtype=np.float32), 0, -1)
     disp = np.moveaxis(grid - ident, -1, 0)  # [nd, *shape] (template coord minus subject coord)
@@ -237,7 +235,7 @@ def _template_fields(dims: int, spacing: int, rng: np.random.Generator) -> tuple
     return {n: slab[n][k] for n in _FIELDS}, aff
 
 
-def generate_subject(seed: int | np.random.SeedSequence, index: int = 0, dims: int = 3, spacing: int = 2,
+def generate_subject(seed: int, index: int = 0, dims: int = 3, spacing: int = 2,
                      keep_atlas: bool = False) -> BrainSubject:
     """Subject ``index`` of the population with ``seed`` (independent of how many are made)."""
     rng = np.random.default_rng([int(seed), int(index), 7301])
