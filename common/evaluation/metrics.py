@@ -24,7 +24,7 @@ DEFAULT_KERNEL_SIGMA = 1.5
 
 def _as_images(x: Any, name: str) -> torch.Tensor:
     """Float tensor [N, C, *spatial] with 2 or 3 spatial dims, or a one-line error."""
-    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).float()
+    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).float().contiguous()
     if t.ndim not in (4, 5):
         raise EvaluationError(
             f"{name} has shape {tuple(t.shape)}: expected [N, C, H, W] or [N, C, D, H, W]; add the batch and channel axes"

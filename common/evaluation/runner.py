@@ -223,7 +223,8 @@ class EvaluationRunner:
         results: list[dict[str, Any]] = []
 
         def add(metric: str, value: float, n: Any, method: str | None, settings: dict[str, Any], extractor: str | None = None) -> None:
-            results.append({"metric": metric, "value": float(value), "n": n, "extractor": extractor, "method": method, "settings": settings})
+            v = float(value)  # JSON has no inf / nan (PSNR of identical images is inf): those become strings
+            results.append({"metric": metric, "value": v if np.isfinite(v) else str(v), "n": n, "extractor": extractor, "method": method, "settings": settings})
 
         def ms_settings(shape: Sequence[int]) -> dict[str, Any]:
             return ms_ssim_settings(shape, self.ms_ssim_kernel_size, self.ms_ssim_scales)
