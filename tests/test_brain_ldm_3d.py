@@ -35,7 +35,7 @@ def write_tiny_population(folder: Path, n: int = 3, shape=(16, 16, 16)) -> Path:
         img = (0.9 * (r < 0.8) - 0.6 * (r < 0.2 + 0.1 * i)).astype(np.float32)
         name = f"sub-{i}.nii.gz"
         nib.save(nib.Nifti1Image(img, AFFINE_2MM), str(folder / name))
-        entries.append({"image": name, "gender": float(i % 2), "age": 0.2 + 0.3 * i, "ventricular_vol": 0.1 * i,
+        entries.append({"image": name, "gender": float(i % 2), "age": 0.2 + 0.2 * i, "ventricular_vol": 0.1 * i,
                         "brain_vol": 0.5})
     datalist = folder / "datalist.json"
     datalist.write_text(json.dumps({"training": entries, "validation": entries[:1], "test": entries[:1]}))

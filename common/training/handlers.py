@@ -85,11 +85,11 @@ class ResumeFromLatest:
 
         path = latest_checkpoint(self.checkpoint_dir, self.pattern) if self.resume else None
         if path is None:
-            logger.info("no checkpoint in %s: training from scratch", self.checkpoint_dir)
+            engine.logger.info("no checkpoint in %s: training from scratch", self.checkpoint_dir)
             return
         CheckpointLoader(load_path=path, load_dict=self.load_dict, map_location="cpu", strict=True)(engine)
         self.loaded_from = path
-        logger.info("resumed from %s at epoch %d, iteration %d", path, engine.state.epoch, engine.state.iteration)
+        engine.logger.info("resumed from %s at epoch %d, iteration %d", path, engine.state.epoch, engine.state.iteration)
 
 
 class SafetensorsExport:
@@ -187,6 +187,6 @@ class TimeLimit:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(stop, op=torch.distributed.ReduceOp.MAX)
         if stop.item() > 0:
-            logger.warning("time limit of %.1f min reached at iteration %d: stopping", self.minutes,
-                           engine.state.iteration)
+            engine.logger.warning("time limit of %.1f min reached at iteration %d: stopping", self.minutes,
+                                  engine.state.iteration)
             engine.terminate()

@@ -142,4 +142,14 @@ class BuildLatents:
     def attach(self, engine: Any) -> None:
         from ignite.engine import Events
 
-        engine.add_event_handler(Events.STARTED, lambda _: self.dataset.build())
+        engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine: Any) -> None:
+        import time
+
+        start = time.perf_counter()
+        self.dataset.build()
+        engine.logger.info(
+            "latents: %d of shape %s encoded in %.0f s; scale factor %.6f",
+            len(self.dataset), self.dataset.latent_shape, time.perf_counter() - start, self.dataset.scale_factor,
+        )
