@@ -124,13 +124,56 @@ def _grid(rows: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _finish(result: dict, grid_rows: dict, out: Path) -> None:
+    _plot(result, out / "fidelity_vs_diversity.png")
+    if grid_rows:
+        _grid(grid_rows, out / "samples_per_prompt.png")
+
+
+def merge(parts: list[str], out: Path) -> int:
+    """Combine sweeps run in parallel over different prompts (same guidance scales and settings)."""
+    import torch
+
+    results = [json.loads((Path(d) / "sweep.json").read_text()) for d in parts]
+    merged = dict(results[0])
+    merged["prompts"] = {k: v for r in results for k, v in r["prompts"].items()}
+    merged["empty_prompt"] = next(r["empty_prompt"] for r in results if r.get("empty_prompt"))
+    base = {k: merged["empty_prompt"]["base_rate"][k] for k in merged["prompts"]}
+    merged["empty_prompt"]["base_rate"] = base
+    merged["empty_prompt"]["base_rate_mean"] = sum(base.values()) / len(base)
+    merged["sweep"] = []
+    for rows in zip(*(r["sweep"] for r in results)):
+        assert len({row["guidance_scale"] for row in rows}) == 1, "parts used different guidance scales"
+        row = {"guidance_scale": rows[0]["guidance_scale"], "fidelity": {}, "ms_ssim_within_prompt": {}}
+        for r in rows:
+            row["fidelity"].update(r["fidelity"])
+            row["ms_ssim_within_prompt"].update(r["ms_ssim_within_prompt"])
+        row["fidelity_mean"] = sum(row["fidelity"].values()) / len(row["fidelity"])
+        row["ms_ssim_within_prompt_mean"] = sum(row["ms_ssim_within_prompt"].values()) / len(row["ms_ssim_within_prompt"])
+        row["elapsed_s"] = max(r["elapsed_s"] for r in rows)
+        merged["sweep"].append(row)
+    merged["settings"]["parts"] = len(parts)
+    grid_rows: dict = {}
+    for d in parts:
+        f = Path(d) / "grid_rows.pt"
+        if f.is_file():
+            grid_rows.update(torch.load(f, weights_only=True))
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "sweep.json.tmp"
+    tmp.write_text(json.dumps(merged, indent=2) + "\n")
+    os.replace(tmp, out / "sweep.json")
+    _finish(merged, grid_rows, out)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
+    ap.add_argument("--merge", nargs="+", help="only merge the sweep folders given (run in parallel) into --out")
     ap.add_argument("--guidance", type=float, nargs="+", default=[1, 1.5, 2, 3, 5, 7, 10])
     ap.add_argument("--prompts", nargs="+", default=list(PROMPTS), choices=list(PROMPTS))
     ap.add_argument("--n", type=int, default=8, help="samples per prompt and guidance scale")
-    ap.add_argument("--n-empty", type=int, default=32, help="samples with the empty prompt")
+    ap.add_argument("--n-empty", type=int, default=32, help="samples with the empty prompt (0: skip)")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--scheduler", default="ddim")
     ap.add_argument("--grid-guidance", type=float, default=3.0, help="guidance of the samples figure")
@@ -138,6 +181,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model-dir", default=str(BUNDLE / "models"), help="weights folder (default: the shipped ones)")
     args = ap.parse_args()
+    if args.merge:
+        return merge(args.merge, Path(args.out))
     import torch
 
     from common.evaluation.metrics import ms_ssim_diversity
@@ -148,20 +193,22 @@ def main() -> int:
     p = _parser(progress=False, num_inference_steps=args.steps, scheduler=args.scheduler, model_dir=args.model_dir)
     sampler, conditioner = p.get_parsed_content("sampler"), p.get_parsed_content("conditioner")
     t_start = time.perf_counter()
-
-    empty = _sample(sampler, conditioner, "", args.n_empty, 1.0, args.seed + 1000)
-    found = _analyse(empty)
-    base = {k: sum(test(a) for a in found) / len(found) for k, (_, test) in PROMPTS.items() if k in args.prompts}
     result = {
         "settings": {"steps": args.steps, "scheduler": args.scheduler, "n_per_prompt": args.n, "n_empty": args.n_empty,
                      "seed": args.seed, "image_size": p["image_size"], "threads": torch.get_num_threads()},
         "prompts": {k: PROMPTS[k][0] for k in args.prompts},
-        "empty_prompt": {"base_rate": base, "base_rate_mean": sum(base.values()) / len(base),
-                         "ms_ssim_between_samples": round(ms_ssim_diversity(empty[: min(16, len(empty))]), 4)},
+        "empty_prompt": None,
         "sweep": [],
     }
-    print(json.dumps(result["empty_prompt"]), flush=True)
-    grid_rows = {"(empty prompt)": empty[: args.grid_n]}
+    grid_rows = {}
+    if args.n_empty > 0:
+        empty = _sample(sampler, conditioner, "", args.n_empty, 1.0, args.seed + 1000)
+        found = _analyse(empty)
+        base = {k: sum(test(a) for a in found) / len(found) for k, (_, test) in PROMPTS.items()}
+        result["empty_prompt"] = {"base_rate": base, "base_rate_mean": sum(base[k] for k in args.prompts) / len(args.prompts),
+                                  "ms_ssim_between_samples": round(ms_ssim_diversity(empty[: min(16, len(empty))]), 4)}
+        print(json.dumps(result["empty_prompt"]), flush=True)
+        grid_rows["(empty prompt)"] = empty[: args.grid_n]
     for g in args.guidance:
         row = {"guidance_scale": g, "fidelity": {}, "ms_ssim_within_prompt": {}}
         for key in args.prompts:
@@ -179,9 +226,9 @@ def main() -> int:
         tmp = out / "sweep.json.tmp"
         tmp.write_text(json.dumps(result, indent=2) + "\n")
         os.replace(tmp, out / "sweep.json")
-    _plot(result, out / "fidelity_vs_diversity.png")
-    if len(grid_rows) > 1:
-        _grid(grid_rows, out / "samples_per_prompt.png")
+    torch.save({k: v.contiguous() for k, v in grid_rows.items()}, out / "grid_rows.pt")
+    if result["empty_prompt"] is not None:
+        _finish(result, grid_rows, out)
     return 0
 
 

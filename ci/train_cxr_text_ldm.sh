@@ -10,7 +10,7 @@ DATA=${DATA:-/work/data/cxr128}
 RUNS=${RUNS:-/work/data/cxr_text_ldm_runs}
 AE_CROP_MIN=${AE_CROP_MIN:-10}
 AE_MIN=${AE_MIN:-14}
-DIFF_MIN=${DIFF_MIN:-55}
+DIFF_MIN=${DIFF_MIN:-52}
 STAGE=${1:-all}
 BUNDLE=bundles/cxr_text_ldm
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
