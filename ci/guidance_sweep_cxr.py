@@ -93,6 +93,7 @@ def _plot(result: dict, path: Path) -> None:
     for key in result["prompts"]:
         ax.plot(g, [row["fidelity"][key] for row in result["sweep"]], "o-", label=key, ms=3)
     ax.set_xscale("log")
+    ax.minorticks_off()
     ax.set_xticks(g, [f"{s:g}" for s in g])
     ax.set_xlabel("guidance scale")
     ax.set_ylabel("fidelity")
