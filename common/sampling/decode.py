@@ -82,159 +82,212 @@ def _is_resblock(block: nn.Module) -> bool:
 
 
 class _Stats:
-    """Per-(batch, channel) affine ``y = x * scale + shift`` equivalent to a GroupNorm with global statistics."""
+    """GroupNorm with the statistics of the whole activation, as a per-(batch, channel) ``x * scale + shift``.
 
-    def __init__(self, chunks: list[torch.Tensor], gn: nn.GroupNorm) -> None:
-        b, c = chunks[0].shape[:2]
-        g = gn.num_groups
-        s = torch.zeros(b, g, dtype=torch.float64, device=chunks[0].device)
-        ss = torch.zeros_like(s)
-        n = 0
+    Slabs are added one by one (float32 sums, merged in float64), so the full activation is never needed at once.
+    """
+
+    def __init__(self, gn: nn.GroupNorm) -> None:
+        self.gn = gn
+        self.s = self.ss = None
+        self.n = 0
+        self.scale = self.shift = None
+
+    def add(self, x: torch.Tensor) -> None:
+        b = x.shape[0]
+        v = x.reshape(b, self.gn.num_groups, -1)
+        s = v.sum(-1).double()
+        ss = torch.linalg.vector_norm(v, dim=-1).double().square()
+        self.s = s if self.s is None else self.s + s
+        self.ss = ss if self.ss is None else self.ss + ss
+        self.n += v.shape[-1]
+
+    def finish(self, like: torch.Tensor) -> "_Stats":
+        gn, b, c = self.gn, like.shape[0], like.shape[1]
+        mean = self.s / self.n
+        var = (self.ss / self.n - mean * mean).clamp_min(0.0)
+        rstd = torch.rsqrt(var + gn.eps).repeat_interleave(c // gn.num_groups, dim=1)  # [B, C]
+        mean = mean.repeat_interleave(c // gn.num_groups, dim=1)
+        w = gn.weight.double() if gn.affine else torch.ones(c, dtype=torch.float64, device=mean.device)
+        bias = gn.bias.double() if gn.affine else torch.zeros(c, dtype=torch.float64, device=mean.device)
+        scale = rstd * w
+        shift = bias - mean * scale
+        extra = (1,) * (like.ndim - 2)
+        self.scale = scale.to(like.dtype).view(b, c, *extra)
+        self.shift = shift.to(like.dtype).view(b, c, *extra)
+        return self
+
+    @classmethod
+    def of(cls, act: "_Act", gn: nn.GroupNorm) -> "_Stats":
+        st = cls(gn)
+        for ch in act.chunks:
+            st.add(ch)
+        return st.finish(act.chunks[0])
+
+
+class _Act:
+    """An activation [B, C, R, ...] held as slabs of rows of the first spatial axis (freed as they are consumed)."""
+
+    def __init__(self, chunks: list[torch.Tensor]) -> None:
+        self.chunks: list[torch.Tensor | None] = chunks
+        self.starts = [0]
         for ch in chunks:
-            v = ch.reshape(b, g, -1).double()
-            s += v.sum(-1)
-            ss += (v * v).sum(-1)
-            n += v.shape[-1]
-        mean = s / n
-        var = (ss / n - mean * mean).clamp_min(0.0)
-        rstd = torch.rsqrt(var + gn.eps)
-        rstd_c = rstd.repeat_interleave(c // g, dim=1)  # [B, C]
-        mean_c = mean.repeat_interleave(c // g, dim=1)
-        w = gn.weight.double() if gn.affine else torch.ones(c, dtype=torch.float64, device=s.device)
-        bias = gn.bias.double() if gn.affine else torch.zeros(c, dtype=torch.float64, device=s.device)
-        scale = rstd_c * w
-        shift = bias - mean_c * scale
-        dtype = chunks[0].dtype
-        extra = (1,) * (chunks[0].ndim - 2)
-        self.scale = scale.to(dtype).view(b, c, *extra)
-        self.shift = shift.to(dtype).view(b, c, *extra)
+            self.starts.append(self.starts[-1] + ch.shape[2])
+        first = chunks[0]
+        self.b, self.c, self.rest = first.shape[0], first.shape[1], tuple(first.shape[3:])
+        self.rows = self.starts[-1]
 
-    def apply(self, x: torch.Tensor, silu: bool) -> torch.Tensor:
-        y = torch.addcmul(self.shift, x, self.scale)
-        return F.silu(y, inplace=True) if silu else y
+    def window(self, lo: int, hi: int, pad: int, pre: _Stats | None = None, silu: bool = False) -> torch.Tensor:
+        """Rows [lo - pad, hi + pad) in a new buffer: ``pre`` (GroupNorm, then SiLU) applied to the real rows,
+        zero rows beyond the volume, exactly what the one-pass conv sees after its zero padding."""
+        first = next(c for c in self.chunks if c is not None)
+        buf = torch.empty((self.b, self.c, hi - lo + 2 * pad, *self.rest), dtype=first.dtype, device=first.device)
+        r0, a, z = lo - pad, max(lo - pad, 0), min(hi + pad, self.rows)
+        if a > r0:
+            buf[:, :, : a - r0].zero_()
+        if z < hi + pad:
+            buf[:, :, z - r0 :].zero_()
+        for j, ch in enumerate(self.chunks):
+            s, e = self.starts[j], self.starts[j + 1]
+            if e <= a or s >= z:
+                continue
+            src = ch[:, :, max(a, s) - s : min(z, e) - s]
+            dst = buf[:, :, max(a, s) - r0 : min(z, e) - r0]
+            if pre is None:
+                dst.copy_(src)
+            else:
+                torch.addcmul(pre.shift, src, pre.scale, out=dst)
+        if silu:
+            F.silu(buf, inplace=True)
+        return buf
+
+    def rows_of(self, lo: int, hi: int) -> torch.Tensor:
+        """Rows [lo, hi): a view when they lie in one slab, else a copy."""
+        for j, ch in enumerate(self.chunks):
+            s, e = self.starts[j], self.starts[j + 1]
+            if s <= lo and hi <= e:
+                return ch[:, :, lo - s : hi - s]
+        return self.window(lo, hi, 0)
+
+    def free_before(self, row: int) -> None:
+        for j in range(len(self.chunks)):
+            if self.starts[j + 1] <= row:
+                self.chunks[j] = None
 
 
-def _conv_slab(
-    chunks: list[torch.Tensor | None],
-    i: int,
-    conv: nn.Module,
-    pre: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """Output slab i of ``conv(pre(x))`` with zero padding applied after ``pre`` exactly as the one-pass conv."""
-    p = conv.padding[0]
-    cur = chunks[i]
-    parts = []
-    if p:
-        if i > 0:
-            parts.append(chunks[i - 1][:, :, -p:])
-        parts.append(cur)
-        if i + 1 < len(chunks):
-            parts.append(chunks[i + 1][:, :, :p])
-        win = torch.cat(parts, dim=2)
-    else:
-        win = cur
-    if pre is not None:
-        win = pre(win)
-    if p:
-        pad = [0, 0] * (win.ndim - 3) + [p if i == 0 else 0, p if i + 1 == len(chunks) else 0]
-        if pad[-1] or pad[-2]:
-            win = F.pad(win, pad)
+def _ranges(rows: int, row_elems: int, budget: int, multiple: int = 1) -> list[tuple[int, int]]:
+    """Split ``rows`` into slabs of at most ``budget`` elements (at least one row; a multiple of ``multiple``)."""
+    step = max(multiple, (budget // max(row_elems, 1)) // multiple * multiple)
+    return [(lo, min(lo + step, rows)) for lo in range(0, rows, step)]
+
+
+def _conv(win: torch.Tensor, conv: nn.Module) -> torch.Tensor:
+    """The conv on a window that already carries its row halo (no padding along the slab axis)."""
     return _CONV[win.ndim - 2](win, conv.weight, conv.bias, 1, (0, *conv.padding[1:]), 1, conv.groups)
 
 
-def _run_conv(chunks: list, conv: nn.Module, pre=None) -> list[torch.Tensor]:
-    out = []
-    for i in range(len(chunks)):
-        out.append(_conv_slab(chunks, i, conv, pre))
-        if i > 0:
-            chunks[i - 1] = None  # free the input slab no later slab needs
-    chunks.clear()
-    return out
+def _row_elems(act: _Act, channels: int, scale: int = 1) -> int:
+    n = act.b * channels
+    for r in act.rest:
+        n *= r * scale
+    return n
 
 
-def _run_resblock(chunks: list, block: nn.Module) -> list[torch.Tensor]:
+def _run_conv(act: _Act, conv: nn.Module, budget: int) -> _Act:
+    p, out = conv.padding[0], []
+    for lo, hi in _ranges(act.rows, _row_elems(act, max(act.c, conv.out_channels)), budget):
+        out.append(_conv(act.window(lo, hi, p), conv))
+        act.free_before(hi - p)
+    return _Act(out)
+
+
+def _run_resblock(act: _Act, block: nn.Module, budget: int) -> _Act:
     conv1, conv2 = _inner_conv(block.conv1), _inner_conv(block.conv2)
     nin = None if isinstance(block.nin_shortcut, nn.Identity) else _inner_conv(block.nin_shortcut)
-    st1 = _Stats(chunks, block.norm1)
+    st1 = _Stats.of(act, block.norm1)
+    st2 = _Stats(block.norm2)
+    ranges = _ranges(act.rows, _row_elems(act, max(act.c, conv1.out_channels)), budget)
     h, res = [], []
-    for i in range(len(chunks)):
-        h.append(_conv_slab(chunks, i, conv1, lambda t: st1.apply(t, silu=True)))
-        res.append(chunks[i] if nin is None else _conv_slab(chunks, i, nin))
-        if i > 0:
-            chunks[i - 1] = None
-    chunks.clear()
-    st2 = _Stats(h, block.norm2)
+    for lo, hi in ranges:
+        hk = _conv(act.window(lo, hi, 1, st1, silu=True), conv1)
+        st2.add(hk)
+        h.append(hk)
+        res.append(act.rows_of(lo, hi) if nin is None else _conv(act.rows_of(lo, hi), nin))
+        if nin is not None:
+            act.free_before(hi - 1)
+    del act
+    h_act = _Act(h)
+    del h
+    st2.finish(h_act.chunks[0])
     out = []
-    for i in range(len(h)):
-        r = res[i]
-        res[i] = None
-        out.append(r.add_(_conv_slab(h, i, conv2, lambda t: st2.apply(t, silu=True))))
-        if i > 0:
-            h[i - 1] = None
-    return out
+    for k, (lo, hi) in enumerate(ranges):
+        r, res[k] = res[k], None
+        out.append(r.add_(_conv(h_act.window(lo, hi, 1, st2, silu=True), conv2)))
+        h_act.free_before(hi - 1)
+    return _Act(out)
 
 
-def _run_upsample(chunks: list, scale: int, conv: nn.Module) -> list[torch.Tensor]:
-    p = conv.padding[0]
-    out = []
-    n = len(chunks)
-    for i in range(n):
-        parts = ([chunks[i - 1][:, :, -1:]] if i > 0 and p else []) + [chunks[i]]
-        parts += [chunks[i + 1][:, :, :1]] if i + 1 < n and p else []
-        win = F.interpolate(torch.cat(parts, dim=2), scale_factor=scale, mode="nearest")
-        lo = scale - p if i > 0 and p else 0
-        hi = win.shape[2] - (scale - p if i + 1 < n and p else 0)
-        win = win[:, :, lo:hi]
-        pad = [0, 0] * (win.ndim - 3) + [p if i == 0 else 0, p if i + 1 == n else 0]
-        if pad[-1] or pad[-2]:
-            win = F.pad(win, pad)
-        out.append(_CONV[win.ndim - 2](win, conv.weight, conv.bias, 1, (0, *conv.padding[1:]), 1, conv.groups))
-        if i > 0:
-            chunks[i - 1] = None
-    chunks.clear()
-    return out
+def _run_upsample(act: _Act, scale: int, conv: nn.Module, budget: int) -> _Act:
+    p, out = conv.padding[0], []
+    row_elems = _row_elems(act, max(act.c, conv.out_channels), scale) * scale
+    for lo, hi in _ranges(act.rows, row_elems, budget):
+        need = 1 if p else 0  # one input row each side gives the output row halo after nearest upsampling
+        win = F.interpolate(act.window(lo, hi, need), scale_factor=scale, mode="nearest")
+        if need:
+            win = win[:, :, scale - p : win.shape[2] - (scale - p)]
+            if lo == 0:
+                win[:, :, :p].zero_()
+            if hi == act.rows:
+                win[:, :, win.shape[2] - p :].zero_()
+        out.append(_conv(win, conv))
+        act.free_before(hi - 1)
+    return _Act(out)
 
 
-def _run_groupnorm(chunks: list, gn: nn.GroupNorm) -> list[torch.Tensor]:
-    st = _Stats(chunks, gn)
-    return [st.apply(c, silu=False) for c in chunks]
+def _run_groupnorm(act: _Act, gn: nn.GroupNorm) -> _Act:
+    st = _Stats.of(act, gn)
+    for ch in act.chunks:
+        ch.mul_(st.scale).add_(st.shift)
+    return act
 
 
-def _run_gathered(chunks: list, block: nn.Module, rows: int) -> list[torch.Tensor]:
-    x = torch.cat(chunks, dim=2)
-    chunks.clear()
+def _run_gathered(act: _Act, block: nn.Module, budget: int) -> _Act:
+    x = act.window(0, act.rows, 0)
+    del act
     y = block(x)
     del x
-    return [c.clone() for c in torch.split(y, rows, dim=2)]
+    tmp = _Act([y])
+    return _Act([tmp.window(lo, hi, 0) for lo, hi in _ranges(tmp.rows, _row_elems(tmp, tmp.c), budget)])
 
 
-def slab_decode(decoder: nn.Module, z: torch.Tensor, slab_rows: int = 2) -> torch.Tensor:
+def slab_decode(decoder: nn.Module, z: torch.Tensor, slab_mb: float = 64.0) -> torch.Tensor:
     """Exact, memory-bounded ``decoder(z)`` for a MONAI AutoencoderKL ``Decoder`` (``.blocks``), one sample at a time.
 
-    slab_rows: latent rows (first spatial axis) per slab; output slabs grow with each upsampling.
+    slab_mb: the size of one output slab in MiB (small activations stay whole; large ones are cut into slabs).
     """
     if not hasattr(decoder, "blocks"):
         raise TypeError(f"slab decode needs a decoder with .blocks (MONAI AutoencoderKL Decoder), got {type(decoder).__name__}")
-    if slab_rows < 1:
-        raise ValueError(f"slab_rows must be >= 1, got {slab_rows}")
+    if not slab_mb > 0:
+        raise ValueError(f"slab_mb must be > 0, got {slab_mb}")
+    budget = max(1, int(slab_mb * 2**20 / z.element_size()))
     outs = []
     for b in range(z.shape[0]):
-        chunks = [c.clone() for c in torch.split(z[b : b + 1], slab_rows, dim=2)]
+        act = _Act([z[b : b + 1].clone()])
         for block in decoder.blocks:
             conv = _inner_conv(block)
             up = _upsample_parts(block)
             if conv is not None:
-                chunks = _run_conv(chunks, conv)
+                act = _run_conv(act, conv, budget)
             elif up is not None:
-                chunks = _run_upsample(chunks, *up)
+                act = _run_upsample(act, *up, budget)
             elif _is_resblock(block):
-                chunks = _run_resblock(chunks, block)
+                act = _run_resblock(act, block, budget)
             elif isinstance(block, nn.GroupNorm):
-                chunks = _run_groupnorm(chunks, block)
+                act = _run_groupnorm(act, block)
             else:
-                chunks = _run_gathered(chunks, block, max(c.shape[2] for c in chunks))
-        outs.append(torch.cat(chunks, dim=2))
-        del chunks
+                act = _run_gathered(act, block, budget)
+        outs.append(act.window(0, act.rows, 0) if len(act.chunks) > 1 else act.chunks[0])
+        del act
     return torch.cat(outs, dim=0) if len(outs) > 1 else outs[0]
 
 
@@ -322,7 +375,7 @@ def decode_latents(
     autoencoder: nn.Module,
     z: torch.Tensor,
     mode: str = "auto",
-    slab_rows: int = 2,
+    slab_mb: float = 64.0,
     tile: int | Sequence[int] = 32,
     overlap: int = 12,
     ramp: int = 0,
@@ -342,5 +395,5 @@ def decode_latents(
             raise ValueError(
                 f"decode mode 'slab' needs a MONAI AutoencoderKL, got {type(autoencoder).__name__}; use 'tiled' or 'full'"
             )
-        return slab_decode(autoencoder.decoder, autoencoder.post_quant_conv(z), slab_rows)
+        return slab_decode(autoencoder.decoder, autoencoder.post_quant_conv(z), slab_mb)
     return tiled_decode(autoencoder.decode_stage_2_outputs, z, tile, overlap, ramp)

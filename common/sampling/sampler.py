@@ -34,7 +34,7 @@ class LatentDiffusionSampler:
         latent_shape: (C, *spatial) of the diffusion latent.
         num_inference_steps: scheduler steps.
         guidance_scale: 1.0 = conditional only; > 1 = classifier-free guidance (needs a null condition).
-        decode: decode mode; slab_rows / tile / tile_overlap / tile_ramp are its options.
+        decode: decode mode; slab_mb / tile / tile_overlap / tile_ramp are its options.
         device: where to run (default: the UNet's device).
         progress: show a tqdm bar over the steps.
     """
@@ -49,7 +49,7 @@ class LatentDiffusionSampler:
         num_inference_steps: int = 50,
         guidance_scale: float = 1.0,
         decode: str = "auto",
-        slab_rows: int = 2,
+        slab_mb: float = 64.0,
         tile: int | Sequence[int] = 32,
         tile_overlap: int = 12,
         tile_ramp: int = 0,
@@ -74,7 +74,7 @@ class LatentDiffusionSampler:
         self.num_inference_steps = int(num_inference_steps)
         self.guidance_scale = float(guidance_scale)
         self.decode_mode = decode
-        self.decode_kw = {"slab_rows": slab_rows, "tile": tile, "overlap": tile_overlap, "ramp": tile_ramp}
+        self.decode_kw = {"slab_mb": slab_mb, "tile": tile, "overlap": tile_overlap, "ramp": tile_ramp}
         if device is None:
             param = next(diffusion_model.parameters(), None)
             device = param.device if param is not None else "cpu"
@@ -148,7 +148,9 @@ class LatentDiffusionSampler:
         batch = 2 * n if guided else n
         c_lat = self.latent_shape[0]
         n_concat = self._concat_channels(full)
-        unet_in = torch.empty((batch, c_lat + n_concat, *self.latent_shape[1:]), device=self.device)
+        unet_in = None
+        if guided or n_concat:
+            unet_in = torch.empty((batch, c_lat + n_concat, *self.latent_shape[1:]), device=self.device)
         if n_concat:
             view = full.concat.view(batch, n_concat, *([1] * (len(self.latent_shape) - 1)))
             unet_in[:, c_lat:] = view  # broadcast once; the loop only rewrites the latent channels
@@ -166,11 +168,13 @@ class LatentDiffusionSampler:
 
         from tqdm.auto import tqdm
 
+        direct = not guided and not n_concat  # the latents are the UNet input as they are: no copy
         for i, t in enumerate(tqdm(timesteps, disable=not self.progress, desc="sampling", leave=False)):
-            unet_in[:n, :c_lat] = latents
-            if guided:
-                unet_in[n:, :c_lat] = latents
-            out = self.diffusion_model(unet_in, timesteps=t_dev[i], context=context)
+            if not direct:
+                unet_in[:n, :c_lat] = latents
+                if guided:
+                    unet_in[n:, :c_lat] = latents
+            out = self.diffusion_model(latents if direct else unet_in, timesteps=t_dev[i], context=context)
             if guided:
                 out_c, out_u = out[:n], out[n:]
                 out = out_u + g * (out_c - out_u)
