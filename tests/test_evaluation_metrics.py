@@ -82,7 +82,9 @@ def test_fid_rejects_sets_it_cannot_use():
 
 
 def test_ms_ssim_settings_fit_the_size():
-    assert ms_ssim_settings((256, 256))["kernel_size"] == 11 and ms_ssim_settings((256, 256))["scales"] == 5
+    default = ms_ssim_settings((256, 256))
+    assert (default["kernel_size"], default["kernel_sigma"], default["weights"]) == (11, 1.5, [0.0448, 0.2856, 0.3001, 0.2363, 0.1333])
+    assert ms_ssim_settings((160, 224, 160))["kernel_size"] == 9  # MONAI's kernel 11 needs > 160 voxels per axis
     st = ms_ssim_settings((32, 32, 32))
     assert (st["scales"], st["kernel_size"]) == (3, 7) and st["auto"]
     assert sum(st["weights"]) == pytest.approx(1.0, abs=1e-5)

@@ -54,7 +54,7 @@ def ms_ssim_settings(
     """Valid MS-SSIM settings for an image size; MONAI's defaults (kernel 11, 5 scales) fail below 161 pixels.
 
     Keeps MONAI's defaults when they fit; otherwise the most scales with a kernel of at least 7, then with 5 or 3.
-    Fewer scales use the first weights of the standard five, renormalised to sum to 1; the Gaussian sigma shrinks
+    Fewer scales use the first weights of MONAI's standard five, renormalised to sum to 1; the Gaussian sigma shrinks
     with the kernel (1.5 * k / 11). Explicit ``kernel_size`` / ``scales`` are checked and kept.
     """
     shape = [int(s) for s in spatial_shape]
@@ -77,7 +77,7 @@ def ms_ssim_settings(
             raise EvaluationError(f"images of size {shape} are too small for MS-SSIM (need at least 3 pixels per axis)")
     n, k = candidates[0]
     w = np.asarray(DEFAULT_MS_SSIM_WEIGHTS[:n], dtype=np.float64)
-    weights = [round(float(v), 6) for v in w / w.sum()]
+    weights = list(DEFAULT_MS_SSIM_WEIGHTS) if n == len(DEFAULT_MS_SSIM_WEIGHTS) else [round(float(v), 6) for v in w / w.sum()]
     return {
         "kernel_size": k,
         "kernel_sigma": round(DEFAULT_KERNEL_SIGMA * k / DEFAULT_KERNEL_SIZE, 6),

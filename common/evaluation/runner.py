@@ -235,8 +235,9 @@ class EvaluationRunner:
                       progress=self.progress, weights_path=self.extractor_weights)
             f_real, f_fake = extract_features(reals, **kw), extract_features(samples, **kw)
             per_plane = fid_per_plane(f_real, f_fake)
-            settings = dict(f_fake.settings)
-            settings.pop("slices_axis0", None), settings.pop("slices_axis1", None), settings.pop("slices_axis2", None)
+            settings = dict(f_fake.settings)  # slice indices stay in the features; sizes may differ per set
+            for axis in range(3):
+                settings.pop(f"slices_axis{axis}", None)
             if len(per_plane) > 1:
                 settings["fid_per_plane"] = [round(v, 6) for v in per_plane]
             settings["feature_vectors"] = {"samples": f_fake.n, "reals": f_real.n}
