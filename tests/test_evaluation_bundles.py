@@ -36,7 +36,7 @@ def test_evaluate_config_defaults_and_autoencoder_reference(bundle):
     from monai.networks.nets import AutoencoderKL
 
     parser = _parser(bundle)
-    assert parser["run"] == "$@evaluator.run()" and parser["evaluator"]["_target_"] == "common.evaluation.EvaluationRunner"
+    assert parser["run"] == "$@evaluator.run_cli()" and parser["evaluator"]["_target_"] == "common.evaluation.EvaluationRunner"
     assert {"fid", "ms_ssim_diversity", "mmd", "ms_ssim_reconstruction"} <= set(parser["metrics"])
     assert isinstance(parser.get_parsed_content("autoencoder"), AutoencoderKL)  # the def from inference.json
     assert _parser(bundle, metrics=["mmd"]).get_parsed_content("autoencoder") is None
@@ -59,3 +59,14 @@ def test_evaluate_config_runs_and_writes_the_report(bundle, tmp_path):
     on_disk = json.loads((tmp_path / "eval" / "evaluation_report.json").read_text())
     assert on_disk["name"] == bundle and [r["metric"] for r in on_disk["results"]] == ["ms_ssim_diversity", "mmd"]
     assert on_disk["results"] == report["results"] and 0 <= report["results"][0]["value"] < 0.5  # random images
+
+
+def test_bundle_run_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+    """`run` goes through run_cli: SystemExit passes MONAI's `except Exception` wrapping of config expressions."""
+    (tmp_path / "samples").mkdir()
+    parser = _parser("cxr_text_ldm", samples_dir=str(tmp_path / "samples"), output_dir=str(tmp_path / "eval"), metrics=["mmd"])
+    with pytest.raises(SystemExit) as exc:
+        parser.get_parsed_content("run")
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and err.startswith("error: samples folder") and "\n" not in err
+    assert not (tmp_path / "eval").exists()

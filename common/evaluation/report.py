@@ -26,6 +26,8 @@ def write_report(report: dict[str, Any], path: str | Path) -> Path:
 
 
 def _fmt(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
     if isinstance(value, float):
         return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.4g}"
     return "-" if value is None else str(value)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -216,6 +217,17 @@ class EvaluationRunner:
         return recon
 
     # -- run ------------------------------------------------------------------------------------------------
+    def run_cli(self) -> dict[str, Any]:
+        """``run`` for ``python -m monai.bundle run``: a bad input prints ``error: <one line>`` and exits with 2.
+
+        (MONAI's bundle runner would otherwise wrap the message in a long traceback of config evaluation.)
+        """
+        try:
+            return self.run()
+        except EvaluationError as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+
     def run(self) -> dict[str, Any]:
         """Read, check, compute every metric, print the table and write the report; returns the report."""
         samples, s_paths, reals, r_paths, split = self._load()
@@ -224,7 +236,10 @@ class EvaluationRunner:
 
         def add(metric: str, value: float, n: Any, method: str | None, settings: dict[str, Any], extractor: str | None = None) -> None:
             v = float(value)  # JSON has no inf / nan (PSNR of identical images is inf): those become strings
-            results.append({"metric": metric, "value": v if np.isfinite(v) else str(v), "n": n, "extractor": extractor, "method": method, "settings": settings})
+            results.append({
+                "metric": metric, "value": v if np.isfinite(v) else str(v), "n": n,
+                "extractor": extractor, "method": method, "settings": settings,
+            })
 
         def ms_settings(shape: Sequence[int]) -> dict[str, Any]:
             return ms_ssim_settings(shape, self.ms_ssim_kernel_size, self.ms_ssim_scales)
