@@ -146,7 +146,7 @@ def test_inference_on_shipped_weights(tmp_path, shipped):
 
 
 @pytest.mark.parametrize("bad, message", [({"age": 1.5}, "'age'=1.5 is outside [0, 1]"),
-                                          ({"brain_vol": None}, "missing covariate 'brain_vol'"),
+                                          ({"brain_vol": ""}, "missing covariate 'brain_vol'"),
                                           ({"gender": -0.1}, "'gender'=-0.1 is outside")])
 def test_bad_covariates_fail_cleanly(tmp_path, shipped, bad, message):
     out = tmp_path / "out"
