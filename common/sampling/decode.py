@@ -1,4 +1,4 @@
-"""Decoding latents to images: one pass, exact slab streaming, or tiled sliding windows.
+"""Decoding latents to images: one pass, exact slab streaming, or overlapping tiles.
 
 Why three modes: a one-pass decode of a 160x224x160 volume with the published brain AutoencoderKL peaks at about
 13 GB, dominated by full-resolution activations held at the same time.
