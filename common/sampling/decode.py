@@ -84,28 +84,34 @@ def _is_resblock(block: nn.Module) -> bool:
 class _Stats:
     """GroupNorm with the statistics of the whole activation, as a per-(batch, channel) ``x * scale + shift``.
 
-    Slabs are added one by one (float32 sums, merged in float64), so the full activation is never needed at once.
+    Slabs are added one by one (per-slab mean / variance, merged in float64), so the full activation is never needed at once.
     """
 
     def __init__(self, gn: nn.GroupNorm) -> None:
         self.gn = gn
-        self.s = self.ss = None
+        self.mean = self.m2 = None
         self.n = 0
         self.scale = self.shift = None
 
     def add(self, x: torch.Tensor) -> None:
         b = x.shape[0]
         v = x.reshape(b, self.gn.num_groups, -1)
-        s = v.sum(-1).double()
-        ss = torch.linalg.vector_norm(v, dim=-1).double().square()
-        self.s = s if self.s is None else self.s + s
-        self.ss = ss if self.ss is None else self.ss + ss
-        self.n += v.shape[-1]
+        var_k, mean_k = torch.var_mean(v, dim=-1, unbiased=False)  # per-slab, numerically stable
+        n_k = v.shape[-1]
+        var_k, mean_k = var_k.double(), mean_k.double()
+        if self.n == 0:
+            self.mean, self.m2 = mean_k, var_k * n_k
+        else:  # Chan et al.'s merge of (count, mean, M2), in float64
+            delta = mean_k - self.mean
+            tot = self.n + n_k
+            self.mean = self.mean + delta * (n_k / tot)
+            self.m2 = self.m2 + var_k * n_k + delta * delta * (self.n * n_k / tot)
+        self.n += n_k
 
     def finish(self, like: torch.Tensor) -> "_Stats":
         gn, b, c = self.gn, like.shape[0], like.shape[1]
-        mean = self.s / self.n
-        var = (self.ss / self.n - mean * mean).clamp_min(0.0)
+        mean = self.mean
+        var = (self.m2 / self.n).clamp_min(0.0)
         rstd = torch.rsqrt(var + gn.eps).repeat_interleave(c // gn.num_groups, dim=1)  # [B, C]
         mean = mean.repeat_interleave(c // gn.num_groups, dim=1)
         w = gn.weight.double() if gn.affine else torch.ones(c, dtype=torch.float64, device=mean.device)
