@@ -20,7 +20,8 @@ if [ ! -f "$DATA/datalist.json" ]; then
 fi
 
 if [ "$STAGE" = autoencoder ] || [ "$STAGE" = all ]; then
-  # phase 1 (CPU speed-up): 64x64 random crops, 4x cheaper per iteration; stopped at iteration ~400
+  # phase 1 (CPU speed-up): 64x64 random crops, 4x cheaper per iteration. For the shipped weights this phase was
+  # stopped by hand after 10 min and phase 2 resumed from its iteration-400 checkpoint; AE_CROP_MIN=10 stands for that
   "$PY" -m monai.bundle run --config_file "$BUNDLE/configs/train.json" --bundle_root "$BUNDLE" \
     --datalist "$DATA/datalist.json" --output_dir "$RUNS" --num_threads 1 --seed 0 \
     --stage autoencoder --autoencoder_train#patch_size "[64,64]" --autoencoder_train#time_limit_minutes "$AE_CROP_MIN"
