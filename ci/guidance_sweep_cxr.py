@@ -23,6 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "cxr_text_ldm"
 sys.path.insert(0, str(REPO))
 
+from bench_cxr_text_ldm import _parser  # noqa: E402  (same folder: one way to build the inference parser)
+
 # prompt -> (finding name, test on the analyser's output). Sides are patient sides.
 PROMPTS = {
     "effusion_right": ("Large right pleural effusion.", lambda a: a["effusion_side"] == "right"),
@@ -37,16 +39,6 @@ PROMPTS = {
     ),
 }
 
-
-def _parser(**overrides):
-    from monai.bundle import ConfigParser
-
-    p = ConfigParser()
-    p.read_config(str(BUNDLE / "configs" / "inference.json"))
-    p["bundle_root"] = str(BUNDLE)
-    for k, v in overrides.items():
-        p[k] = v
-    return p
 
 
 def _analyse(images) -> list[dict]:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.data._image import grey_2d
+
 FINDINGS = ("no_finding", "effusion", "cardiomegaly", "pneumothorax")
 FINDING_P = (0.3, 0.4, 0.15, 0.15)
 SIDES = ("right", "left")  # right lung = image left (x < 0.5)
@@ -242,11 +244,7 @@ def measure(image: np.ndarray) -> dict:
     """Raw cues measured from a radiograph: per-side lung height, lucent-rim fraction, and the CTR."""
     from scipy import ndimage as ndi
 
-    a = np.asarray(image, np.float32)
-    if a.ndim == 3 and a.shape[0] == 1:
-        a = a[0]
-    if a.ndim != 2:
-        raise ValueError(f"cxr analysis needs a 2D image, got shape {a.shape}: pass one grey channel")
+    a = grey_2d(image, "cxr")
     h, w = a.shape
     a = ndi.gaussian_filter(a, 0.8 * min(h, w) / 128)
     right, left, contrast, lung_level = _lung_masks(a)

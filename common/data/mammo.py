@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.data._image import grey_2d
+
 MASKING = ("low", "medium", "high")
 # fibroglandular area fraction of the breast per masking level; the gaps keep the levels measurable
 DENSITY_RANGES = {"low": (0.05, 0.20), "medium": (0.30, 0.45), "high": (0.56, 0.78)}
@@ -90,11 +92,7 @@ def analyse(image: np.ndarray) -> dict:
     """Density (fibroglandular fraction) and masking level measured from an image at any intensity scale."""
     from scipy import ndimage as ndi
 
-    a = np.asarray(image, np.float32)
-    if a.ndim == 3 and a.shape[0] == 1:
-        a = a[0]
-    if a.ndim != 2:
-        raise ValueError(f"mammo analysis needs a 2D image, got shape {a.shape}: pass one grey channel")
+    a = grey_2d(image, "mammo")
     lo, hi = np.percentile(a, 1), np.percentile(a, 99.5)
     breast = ndi.binary_fill_holes(ndi.binary_opening(a > lo + 0.15 * (hi - lo), iterations=1))
     if breast.sum() < 50:

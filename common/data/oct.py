@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.data._image import grey_2d
+
 CLASSES = ("CNV", "DME", "DRUSEN", "NORMAL")  # label = index, as in the contract
 # layers from the inner limiting membrane down: (name, share of the retina's thickness, reflectivity)
 INNER = (("NFL", 0.14, 0.72), ("GCL", 0.14, 0.42), ("IPL", 0.12, 0.55), ("INL", 0.12, 0.28), ("OPL", 0.09, 0.55))
@@ -108,11 +110,7 @@ def measure(image: np.ndarray) -> dict:
     intraretinal dark-fluid fraction, subretinal fluid, and central retinal thickness (fractions of height)."""
     from scipy import ndimage as ndi
 
-    a = np.asarray(image, np.float32)
-    if a.ndim == 3 and a.shape[0] == 1:
-        a = a[0]
-    if a.ndim != 2:
-        raise ValueError(f"oct analysis needs a 2D image, got shape {a.shape}: pass one grey channel")
+    a = grey_2d(image, "oct")
     h, w = a.shape
     s = ndi.gaussian_filter(a, (1.2 * h / 128, 2.0 * w / 128))
     lo, hi = np.percentile(s, 5), np.percentile(s, 99.7)
