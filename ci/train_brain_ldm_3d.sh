@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The exact commands that produced bundles/brain_ldm_3d/models/{autoencoder,diffusion_model}.safetensors.
-# CPU, one thread, on a shared 2-core machine: each stage runs under a wall-clock budget (TimeLimit handler);
+# CPU, THREADS torch threads (default 1), on a shared 2-core machine: each stage runs under a wall-clock budget (TimeLimit handler);
 # the iterations reached are in the logs and in the weights' metadata ("iteration").
-# Re-running the same command resumes from the newest checkpoint in runs/brain_ldm_3d/<stage>/checkpoints.
+# Logs are appended. Re-running the same command resumes from the newest checkpoint in runs/brain_ldm_3d/<stage>/checkpoints.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -10,6 +10,7 @@ BUNDLE=bundles/brain_ldm_3d
 RUNS=${RUNS:-runs/brain_ldm_3d}
 AE_MINUTES=${AE_MINUTES:-28}
 DM_MINUTES=${DM_MINUTES:-40}
+THREADS=${THREADS:-1}
 mkdir -p "$RUNS"
 
 # 1. the built-in 2 mm brain population (240 subjects; the datalist splits it into training/validation/test)
@@ -20,16 +21,16 @@ fi
 # 2. stage 1: AutoencoderKL (L1 + KL + patch adversarial after a warm-up; perceptual term only if its
 #    pretrained network is in the local torch hub cache, else disabled with a log line)
 $PY -m monai.bundle run --config_file $BUNDLE/configs/train.json --bundle_root $BUNDLE \
-  --stage autoencoder --output_dir "$RUNS" --num_threads 1 \
+  --stage autoencoder --output_dir "$RUNS" --num_threads "$THREADS" \
   --autoencoder_train#batch_size 1 --autoencoder_train#lr_g 0.0005 \
   --autoencoder_train#adversarial_weight 0.005 --autoencoder_train#adversarial_warmup_iterations 300 \
   --autoencoder_train#max_epochs 100 --autoencoder_train#time_limit_minutes "$AE_MINUTES" \
-  2>&1 | tee "$RUNS/autoencoder.log"
+  2>&1 | tee -a "$RUNS/autoencoder.log"
 
 # 3. stage 2: diffusion UNet on latents of the frozen autoencoder (scale factor over all training latents,
 #    stored in models/diffusion_model.safetensors metadata)
 $PY -m monai.bundle run --config_file $BUNDLE/configs/train.json --bundle_root $BUNDLE \
-  --stage diffusion --output_dir "$RUNS" --num_threads 1 \
+  --stage diffusion --output_dir "$RUNS" --num_threads "$THREADS" \
   --diffusion_train#batch_size 4 --diffusion_train#lr 0.0002 \
   --diffusion_train#max_epochs 1000 --diffusion_train#time_limit_minutes "$DM_MINUTES" \
-  2>&1 | tee "$RUNS/diffusion.log"
+  2>&1 | tee -a "$RUNS/diffusion.log"

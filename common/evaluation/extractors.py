@@ -114,7 +114,9 @@ class InceptionV3FID(nn.Module):
         if x.shape[-2:] != (INCEPTION_SIZE, INCEPTION_SIZE):
             x = nv_bilinear(x, INCEPTION_SIZE)
         lo, hi = INCEPTION_INPUT_RANGE
-        return self.net((x * (hi - lo) + lo).clamp(lo, hi))
+        # channels_last lets oneDNN pick its fast NHWC convolutions on CPU: measured 1.3x on this machine's CPU
+        # (ci/bench_fid.py), features equal to the NCHW run within 1e-5
+        return self.net((x * (hi - lo) + lo).clamp(lo, hi).contiguous(memory_format=torch.channels_last))
 
 
 class _KerasBottleneck(nn.Module):

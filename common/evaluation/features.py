@@ -82,7 +82,7 @@ def extract_features(
     images: Any,
     extractor: str = "inception",
     method: str | None = None,
-    batch_size: int = 32,
+    batch_size: int = 8,
     slices_per_plane: int = 8,
     slice_range: Sequence[float] = (0.25, 0.75),
     device: str | torch.device = "cpu",

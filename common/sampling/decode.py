@@ -176,9 +176,34 @@ class _Act:
         return self.window(lo, hi, 0)
 
     def free_before(self, row: int) -> None:
+        freed = False
         for j in range(len(self.chunks)):
-            if self.starts[j + 1] <= row:
+            if self.starts[j + 1] <= row and self.chunks[j] is not None:
                 self.chunks[j] = None
+                freed = True
+        if freed:
+            _release_freed_memory()
+
+
+def _libc_malloc_trim():
+    """glibc's ``malloc_trim`` (None elsewhere)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _libc_malloc_trim()
+
+
+def _release_freed_memory() -> None:
+    """Give freed slabs back to the OS: glibc keeps freed heap blocks (and, after the first large free, serves
+    big tensors from the heap too), so without this the resident set keeps every activation ever freed."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def _ranges(rows: int, row_elems: int, budget: int, multiple: int = 1) -> list[tuple[int, int]]:
@@ -208,6 +233,11 @@ def _run_conv(act: _Act, conv: nn.Module, budget: int) -> _Act:
 
 
 def _run_resblock(act: _Act, block: nn.Module, budget: int) -> _Act:
+    """conv1 over the whole input (GroupNorm statistics need all of it), then conv2 + shortcut slab by slab.
+
+    Alive at once: the input (freed as the 1x1 shortcut consumes it, or as the identity shortcut is added in the
+    second pass), h, and the output being built, never more than two full activations of the block's width.
+    """
     conv1, conv2 = _inner_conv(block.conv1), _inner_conv(block.conv2)
     nin = None if isinstance(block.nin_shortcut, nn.Identity) else _inner_conv(block.nin_shortcut)
     st1 = _Stats.of(act, block.norm1)
@@ -218,17 +248,22 @@ def _run_resblock(act: _Act, block: nn.Module, budget: int) -> _Act:
         hk = _conv(act.window(lo, hi, 1, st1, silu=True), conv1)
         st2.add(hk)
         h.append(hk)
-        res.append(act.rows_of(lo, hi) if nin is None else _conv(act.rows_of(lo, hi), nin))
         if nin is not None:
+            res.append(_conv(act.rows_of(lo, hi), nin))
             act.free_before(hi - 1)
-    del act
     h_act = _Act(h)
     del h
     st2.finish(h_act.chunks[0])
     out = []
     for k, (lo, hi) in enumerate(ranges):
-        r, res[k] = res[k], None
-        out.append(r.add_(_conv(h_act.window(lo, hi, 1, st2, silu=True), conv2)))
+        y = _conv(h_act.window(lo, hi, 1, st2, silu=True), conv2)
+        if nin is not None:
+            r, res[k] = res[k], None
+            y = r.add_(y)
+        else:
+            y.add_(act.rows_of(lo, hi))
+            act.free_before(hi)
+        out.append(y)
         h_act.free_before(hi - 1)
     return _Act(out)
 
