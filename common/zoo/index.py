@@ -139,18 +139,23 @@ def _published_weights(bundle_dir: Path) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda d: d["path"])
 
 
+def _read_json_object(path: Path, missing: str, fix: str) -> dict[str, Any]:
+    """A JSON object from ``path``; one-line errors: ``missing`` when absent, ``fix`` when not a JSON object."""
+    if not path.is_file():
+        raise ZooIndexError(f"{path}: {missing}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ZooIndexError(f"{path}: not valid JSON ({e}): {fix}") from None
+    if not isinstance(data, dict):
+        raise ZooIndexError(f"{path}: must be a JSON object: {fix}")
+    return data
+
+
 def read_metadata(bundle_dir: str | os.PathLike) -> dict[str, Any]:
     """The bundle's ``configs/metadata.json`` as a dict (one-line error when missing or not JSON)."""
-    meta_path = Path(bundle_dir) / METADATA_PATH
-    if not meta_path.is_file():
-        raise ZooIndexError(f"{meta_path}: missing: every bundle needs {METADATA_PATH}")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ZooIndexError(f"{meta_path}: not valid JSON ({e}): fix the syntax") from None
-    if not isinstance(meta, dict):
-        raise ZooIndexError(f"{meta_path}: must be a JSON object")
-    return meta
+    return _read_json_object(Path(bundle_dir) / METADATA_PATH, f"missing: every bundle needs {METADATA_PATH}",
+                             "fix the syntax")
 
 
 def index_entry(bundle_dir: str | os.PathLike) -> dict[str, Any]:
@@ -217,13 +222,9 @@ def write_index(path: str | os.PathLike | None = None, bundles_dir: str | os.Pat
 def load_index(path: str | os.PathLike | None = None) -> dict[str, Any]:
     """Read an index (repo's ``model_zoo_index.json`` by default); one-line error when missing or malformed."""
     path = DEFAULT_INDEX_PATH if path is None else Path(path)
-    if not path.is_file():
-        raise ZooIndexError(f"{path}: index not found: run `python ci/build_index.py` or pass the index path")
-    try:
-        index = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ZooIndexError(f"{path}: not valid JSON ({e}): rebuild it with `python ci/build_index.py`") from None
-    if not isinstance(index, dict) or not isinstance(index.get("bundles"), dict):
+    index = _read_json_object(path, "index not found: run `python ci/build_index.py` or pass the index path",
+                              "rebuild it with `python ci/build_index.py`")
+    if not isinstance(index.get("bundles"), dict):
         raise ZooIndexError(f"{path}: not a zoo index (no `bundles` object): rebuild it with `python ci/build_index.py`")
     if index.get("index_version") != INDEX_VERSION:
         raise ZooIndexError(
