@@ -8,7 +8,7 @@
   fidelity  covariate fidelity: for each of --settings covariate combinations taken from held-out subjects
             (spread over the ventricular-volume range), --per-setting samples; ventricular and brain volume
             measured on every sample with common.data.brain.analyse_volumes; Pearson r between requested and
-            measured volumes (ml) over all samples.
+            measured volumes (ml) over all samples; MS-SSIM between the samples of a setting (diversity, 40 pairs).
   figure    a PNG of samples across ages (mid axial and coronal slices), covariates of the training subject
             nearest each age.
 
@@ -153,9 +153,11 @@ def fidelity(args: argparse.Namespace) -> dict:
     import torch
 
     from common.data.brain import analyse_volumes, denormalise_covariates
+    from common.evaluation.metrics import ms_ssim_diversity
 
     torch.set_num_threads(args.threads)
     parser = _parser(num_inference_steps=args.steps, scheduler=args.scheduler)
+    diversity = []
     held_out = sorted(_datalist(args.datalist, args.split), key=lambda e: e["ventricular_vol"])
     picks = np.linspace(0, len(held_out) - 1, args.settings).round().astype(int)
     rows, start = [], time.perf_counter()
@@ -163,6 +165,7 @@ def fidelity(args: argparse.Namespace) -> dict:
         cov = {k: float(held_out[idx][k]) for k in COVARIATES}
         want = denormalise_covariates(cov, dims=3)
         images = _sample(parser, cov, args.per_setting, seed=args.seed + s, batch=args.batch)
+        diversity.append(ms_ssim_diversity(images, max_pairs=40, seed=s) if len(images) > 1 else float("nan"))
         for img in images:
             got = analyse_volumes(img[0].numpy(), spacing=(2.0, 2.0, 2.0))
             rows.append({**cov, "requested_ventricular_ml": want["ventricular_vol_ml"],
@@ -194,11 +197,13 @@ def fidelity(args: argparse.Namespace) -> dict:
             "measured_ventricular_ml_sd": round(float(np.std([r["measured_ventricular_ml"] for r in chunk])), 1),
             "requested_brain_ml": round(chunk[0]["requested_brain_ml"], 0),
             "measured_brain_ml_mean": round(float(np.mean([r["measured_brain_ml"] for r in chunk])), 0),
-            "measured_brain_ml_sd": round(float(np.std([r["measured_brain_ml"] for r in chunk])), 0)})
+            "measured_brain_ml_sd": round(float(np.std([r["measured_brain_ml"] for r in chunk])), 0),
+            "ms_ssim_between_samples": round(float(diversity[s]), 4)})
     return {"what": "covariate fidelity", "steps": args.steps, "scheduler": args.scheduler,
             "settings": len(picks), "samples_per_setting": args.per_setting, "n_samples": len(rows),
             "pearson_ventricular": round(pearson("requested_ventricular_ml", "measured_ventricular_ml"), 3),
             "pearson_brain": round(pearson("requested_brain_ml", "measured_brain_ml"), 3),
+            "ms_ssim_between_samples_mean": round(float(np.mean(diversity)), 4),
             "analyser_on_real_heldout": {
                 "n": len(real), "pearson_ventricular": round(float(np.corrcoef(real[:, 0], real[:, 1])[0, 1]), 3),
                 "pearson_brain": round(float(np.corrcoef(real[:, 2], real[:, 3])[0, 1]), 3)},
