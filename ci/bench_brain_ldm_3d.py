@@ -4,7 +4,8 @@
             sample end to end (process start, config, weight loading, sampling, NIfTI writing): wall time and the
             child's peak resident memory (ru_maxrss); same seed every repeat, so the files must be identical.
   recon     autoencoder reconstruction of held-out subjects (datalist 'test' split): MS-SSIM (common.evaluation,
-            settings fitted to the size), PSNR, MAE.
+            settings fitted to the size), PSNR, MAE; ventricular and brain volume measured on the reconstructions
+            against the ground truth (the ceiling of covariate fidelity).
   fidelity  covariate fidelity: for each of --settings covariate combinations taken from held-out subjects
             (spread over the ventricular-volume range), --per-setting samples; ventricular and brain volume
             measured on every sample with common.data.brain.analyse_volumes; Pearson r between requested and
@@ -128,10 +129,18 @@ def recon(args: argparse.Namespace) -> dict:
     real, rec = torch.cat(reals), torch.cat(recons)
     settings = ms_ssim_settings(real.shape[2:])
     per = [ms_ssim_reconstruction(real[i : i + 1], rec[i : i + 1], settings=settings) for i in range(len(real))]
+    # the ceiling of covariate fidelity: do the volumes survive the autoencoder? (analyser on the reconstructions)
+    from common.data.brain import analyse_volumes
+
+    got = [analyse_volumes(r[0].numpy(), spacing=(2.0, 2.0, 2.0)) for r in rec]
+    truth = {k: np.array([e[f"{k}_ml"] for e in entries]) for k in ("ventricular_vol", "brain_vol")}
+    volumes = {k: {"pearson_r": round(float(np.corrcoef(truth[k], [g[f"{k}_ml"] for g in got])[0, 1]), 3),
+                   "mean_abs_error_ml": round(float(np.mean(np.abs(truth[k] - [g[f"{k}_ml"] for g in got]))), 1)}
+               for k in truth}
     return {"what": "autoencoder reconstruction", "split": args.split, "n": len(entries),
             "ms_ssim_mean": round(float(np.mean(per)), 4), "ms_ssim_min": round(float(np.min(per)), 4),
             "ms_ssim_settings": settings, "psnr": round(float(psnr(real, rec)), 2), "mae": round(float(mae(real, rec)), 4),
-            "seconds": round(time.perf_counter() - start, 1)}
+            "volumes_on_reconstructions_vs_truth": volumes, "seconds": round(time.perf_counter() - start, 1)}
 
 
 def _sample(parser, covariates: dict, n: int, seed: int, batch: int):
