@@ -133,10 +133,11 @@ def recon(args: argparse.Namespace) -> dict:
     from common.data.brain import analyse_volumes
 
     got = [analyse_volumes(r[0].numpy(), spacing=(2.0, 2.0, 2.0)) for r in rec]
-    truth = {k: np.array([e[f"{k}_ml"] for e in entries]) for k in ("ventricular_vol", "brain_vol")}
-    volumes = {k: {"pearson_r": round(float(np.corrcoef(truth[k], [g[f"{k}_ml"] for g in got])[0, 1]), 3),
-                   "mean_abs_error_ml": round(float(np.mean(np.abs(truth[k] - [g[f"{k}_ml"] for g in got]))), 1)}
-               for k in truth}
+    volumes = {}
+    for k in ("ventricular_vol", "brain_vol"):
+        truth, measured = np.array([e[f"{k}_ml"] for e in entries]), np.array([g[f"{k}_ml"] for g in got])
+        volumes[k] = {"pearson_r": round(float(np.corrcoef(truth, measured)[0, 1]), 3),
+                      "mean_abs_error_ml": round(float(np.mean(np.abs(truth - measured))), 1)}
     return {"what": "autoencoder reconstruction", "split": args.split, "n": len(entries),
             "ms_ssim_mean": round(float(np.mean(per)), 4), "ms_ssim_min": round(float(np.min(per)), 4),
             "ms_ssim_settings": settings, "psnr": round(float(psnr(real, rec)), 2), "mae": round(float(mae(real, rec)), 4),

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import ctypes
 import gc
 import json
 import os
@@ -59,11 +58,10 @@ def _rss_kb(field: str) -> int:
 
 
 def _trim() -> None:
+    from common.sampling.decode import _release_freed_memory
+
     gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:
-        pass
+    _release_freed_memory()
 
 
 def measure(fn):

@@ -43,6 +43,25 @@ def _real_images(datalist: str, split: str, limit: int):
     return torch.stack([torch.as_tensor(load(f["image"])).float() for f in files])
 
 
+def _save(result: dict, out: Path) -> None:
+    tmp = out / "steps_sweep.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, out / "steps_sweep.json")
+
+
+def _fewest_matching_steps(rows: list[dict]) -> dict[str, int | None]:
+    """Per solver: the fewest steps from which every run with more steps also matches the reference."""
+    fewest: dict[str, int | None] = {}
+    for solver in dict.fromkeys(r["scheduler"] for r in rows):
+        runs = sorted((r["steps"], r["matches_reference"]) for r in rows if r["scheduler"] == solver)
+        fewest[solver] = None
+        for steps, ok in reversed(runs):
+            if not ok:
+                break
+            fewest[solver] = steps
+    return fewest
+
+
 def _matches(row: dict, ref: dict) -> bool:
     return (abs(row["fidelity_mean"] - ref["fidelity_mean"]) <= FIDELITY_TOL
             and abs(row["ms_ssim_within_prompt_mean"] - ref["ms_ssim_within_prompt_mean"])
@@ -112,20 +131,10 @@ def main() -> int:
         print(f"{name}:{steps:<4} fidelity {row['fidelity_mean']:.3f}  MS-SSIM {row['ms_ssim_within_prompt_mean']:.4f}  "
               f"FID {row['fid_vs_real']:.2f}  |x - ref| {row['mean_abs_diff_to_reference']:.4f}  "
               f"{'matches' if row['matches_reference'] else 'differs'}  ({seconds:.0f} s)", flush=True)
-        tmp = out / "steps_sweep.json.tmp"
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        os.replace(tmp, out / "steps_sweep.json")
-    by_solver: dict[str, int | None] = {}
-    for row in result["configs"][1:]:
-        ok = [r["steps"] for r in result["configs"][1:] if r["scheduler"] == row["scheduler"] and r["matches_reference"]
-              and all(q["matches_reference"] for q in result["configs"][1:]
-                      if q["scheduler"] == row["scheduler"] and q["steps"] > r["steps"])]
-        by_solver[row["scheduler"]] = min(ok) if ok else None
-    result["fewest_matching_steps"] = by_solver
-    tmp = out / "steps_sweep.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, out / "steps_sweep.json")
-    print("fewest steps matching the reference:", json.dumps(by_solver))
+        _save(result, out)
+    result["fewest_matching_steps"] = _fewest_matching_steps(result["configs"][1:])
+    _save(result, out)
+    print("fewest steps matching the reference:", json.dumps(result["fewest_matching_steps"]))
     return 0
 
 
