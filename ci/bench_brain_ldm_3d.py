@@ -166,7 +166,7 @@ def fidelity(args: argparse.Namespace) -> dict:
     from common.evaluation.metrics import ms_ssim_diversity
 
     torch.set_num_threads(args.threads)
-    parser = _parser(num_inference_steps=args.steps, scheduler=args.scheduler)
+    parser = _parser(num_inference_steps=args.steps, scheduler=args.scheduler, device=args.device)
     diversity = []
     held_out = sorted(_datalist(args.datalist, args.split), key=lambda e: e["ventricular_vol"])
     picks = np.linspace(0, len(held_out) - 1, args.settings).round().astype(int)
@@ -209,7 +209,7 @@ def fidelity(args: argparse.Namespace) -> dict:
             "measured_brain_ml_mean": round(float(np.mean([r["measured_brain_ml"] for r in chunk])), 0),
             "measured_brain_ml_sd": round(float(np.std([r["measured_brain_ml"] for r in chunk])), 0),
             "ms_ssim_between_samples": round(float(diversity[s]), 4)})
-    return {"what": "covariate fidelity", "steps": args.steps, "scheduler": args.scheduler,
+    return {"what": "covariate fidelity", "steps": args.steps, "scheduler": args.scheduler, "device": args.device,
             "settings": len(picks), "samples_per_setting": args.per_setting, "n_samples": len(rows),
             "pearson_ventricular": round(pearson("requested_ventricular_ml", "measured_ventricular_ml"), 3),
             "pearson_brain": round(pearson("requested_brain_ml", "measured_brain_ml"), 3),
@@ -226,7 +226,7 @@ def figure(args: argparse.Namespace) -> dict:
     from PIL import Image
 
     torch.set_num_threads(args.threads)
-    parser = _parser(num_inference_steps=args.steps, scheduler=args.scheduler)
+    parser = _parser(num_inference_steps=args.steps, scheduler=args.scheduler, device=args.device)
     train = _datalist(args.datalist, "training")
     tiles, used = [], []
     for i, age in enumerate(args.ages):
@@ -265,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         if name == "recon":
             p.add_argument("--split", default="test")
             p.add_argument("--limit", type=int, default=0)
+        if name in ("fidelity", "figure"):
+            p.add_argument("--device", default="cpu", help="quality runs only: e.g. cuda (samples are drawn from CPU noise)")
         if name == "fidelity":
             p.add_argument("--split", default="test")
             p.add_argument("--settings", type=int, default=4)

@@ -11,6 +11,9 @@ RUNS=${RUNS:-runs/brain_ldm_3d}
 AE_MINUTES=${AE_MINUTES:-28}
 DM_MINUTES=${DM_MINUTES:-40}
 THREADS=${THREADS:-1}
+STAGES=${STAGES:-"autoencoder diffusion"}   # e.g. STAGES=diffusion to continue stage 2 only
+DM_BATCH=${DM_BATCH:-4}
+DM_EPOCHS=${DM_EPOCHS:-1000}
 mkdir -p "$RUNS"
 
 # 1. the built-in 2 mm brain population (240 subjects; the datalist splits it into training/validation/test)
@@ -20,17 +23,21 @@ fi
 
 # 2. stage 1: AutoencoderKL (L1 + KL + patch adversarial after a warm-up; perceptual term only if its
 #    pretrained network is in the local torch hub cache, else disabled with a log line)
+if [[ " $STAGES " == *" autoencoder "* ]]; then
 $PY -m monai.bundle run --config_file $BUNDLE/configs/train.json --bundle_root $BUNDLE \
   --stage autoencoder --output_dir "$RUNS" --num_threads "$THREADS" \
   --autoencoder_train#batch_size 1 --autoencoder_train#lr_g 0.0005 \
   --autoencoder_train#adversarial_weight 0.005 --autoencoder_train#adversarial_warmup_iterations 300 \
   --autoencoder_train#max_epochs 100 --autoencoder_train#time_limit_minutes "$AE_MINUTES" \
   2>&1 | tee -a "$RUNS/autoencoder.log"
+fi
 
 # 3. stage 2: diffusion UNet on latents of the frozen autoencoder (scale factor over all training latents,
 #    stored in models/diffusion_model.safetensors metadata)
+if [[ " $STAGES " == *" diffusion "* ]]; then
 $PY -m monai.bundle run --config_file $BUNDLE/configs/train.json --bundle_root $BUNDLE \
   --stage diffusion --output_dir "$RUNS" --num_threads "$THREADS" \
-  --diffusion_train#batch_size 4 --diffusion_train#lr 0.0002 \
-  --diffusion_train#max_epochs 1000 --diffusion_train#time_limit_minutes "$DM_MINUTES" \
+  --diffusion_train#batch_size "$DM_BATCH" --diffusion_train#lr 0.0002 \
+  --diffusion_train#max_epochs "$DM_EPOCHS" --diffusion_train#time_limit_minutes "$DM_MINUTES" \
   2>&1 | tee -a "$RUNS/diffusion.log"
+fi
