@@ -15,7 +15,11 @@ from ._files import StagedOutput, write_json
 
 POPULATIONS = ("brain", "cxr", "mammo", "oct")
 DATALIST_NAME = "datalist.json"
-DATALIST_VERSION = 1
+# Bump a population's version whenever its generator's output changes (same seed, other bytes): datalists record it
+# and `check_population_version` refuses an older one, so no model is trained or measured on data this code no
+# longer makes. tests/test_data_versions.py pins each generator's output and fails until the bump is made.
+# brain 2: the 2026-11-25 calibration / warp changes (datalists made before them were also labelled 1).
+POPULATION_VERSIONS = {"brain": 2, "cxr": 1, "mammo": 1, "oct": 1}
 # default 2D sizes (height, width) per population
 DEFAULT_SIZE = {"cxr": (128, 128), "mammo": (160, 128), "oct": (128, 128)}
 SIZE_LIMITS = (32, 4096)
@@ -92,7 +96,7 @@ def make(population: str, n: int, out: str | Path, seed: int = 0, size: str | in
             cases.append(write_case(seed, i, staged.path))
         n_tr, n_val, _ = split_counts(n)
         datalist = {
-            "population": {"name": population, "version": DATALIST_VERSION, "seed": seed, "n": n, **header},
+            "population": {"name": population, "version": POPULATION_VERSIONS[population], "seed": seed, "n": n, **header},
             "training": cases[:n_tr],
             "validation": cases[n_tr:n_tr + n_val],
             "test": cases[n_tr + n_val:],
@@ -103,6 +107,19 @@ def make(population: str, n: int, out: str | Path, seed: int = 0, size: str | in
         staged.abort()
         raise
     return staged.out / DATALIST_NAME
+
+
+def check_population_version(content: Any, datalist: str | Path) -> None:
+    """One-line ValueError when a datalist of a built-in population was made by another generator version."""
+    header = content.get("population") if isinstance(content, dict) else None
+    if not isinstance(header, dict) or header.get("name") not in POPULATION_VERSIONS:
+        return  # not a built-in population (a user's own datalist): nothing to check
+    name, made, current = header["name"], header.get("version"), POPULATION_VERSIONS[header["name"]]
+    if made != current:
+        extra = f" --dims {header.get('dims', 3)} --spacing {int(header.get('spacing_mm', 2))}" if name == "brain" else ""
+        raise ValueError(f"datalist {datalist} holds {name} population version {made}, but this code makes version "
+                         f"{current} (other images and covariates): regenerate it with `python -m common.data make "
+                         f"{name} --n {header.get('n', 'N')} --seed {header.get('seed', 0)}{extra} --out NEW_DIR`")
 
 
 def round_floats(d: dict[str, Any], ndigits: int = 6) -> dict[str, Any]:

@@ -19,6 +19,9 @@ def load_datalist(datalist: str, split: str = "training", max_items: int | None 
             content = json.load(f)
     except json.JSONDecodeError as err:
         raise ValueError(f"datalist {datalist} is not valid JSON ({err.msg} at line {err.lineno})") from None
+    from common.data.make import check_population_version
+
+    check_population_version(content, datalist)
     if not isinstance(content, dict) or not isinstance(content.get(split), list) or not content[split]:
         keys = sorted(content) if isinstance(content, dict) else type(content).__name__
         raise ValueError(f"datalist {datalist} has no non-empty '{split}' list (it has: {keys})")
