@@ -11,6 +11,8 @@ import pytest
 
 from common.data import brain, cxr, mammo, oct
 from common.data.make import POPULATION_VERSIONS, check_population_version, make
+from common.evaluation.errors import EvaluationError
+from common.evaluation.loading import load_reals
 from common.training.data import load_datalist
 
 BRAIN_PINS = {  # generate_subject(0, i).covariates, 3D 2 mm
@@ -58,6 +60,8 @@ def test_older_generator_version_is_refused(tmp_path):
     msg = str(err.value)
     assert "\n" not in msg and "oct population version 0" in msg
     assert "python -m common.data make oct --n 3 --seed 0 --out NEW_DIR" in msg
+    with pytest.raises(EvaluationError, match="oct population version 0"):  # evaluation reads datalists too
+        load_reals(path, split="test")
 
 
 def test_brain_hint_names_grid_and_own_datalists_pass():

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from common.data.make import check_population_version
 from common.evaluation.errors import EvaluationError
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".png")
@@ -103,6 +104,10 @@ def load_reals(datalist: str | Path, split: str = "test", key: str = "image") ->
         raise EvaluationError(f"datalist {path} is not valid JSON ({type(exc).__name__}): fix or regenerate it") from None
     if not isinstance(data, dict):
         raise EvaluationError(f"datalist {path} is not a Decathlon-style object with a {split!r} list")
+    try:
+        check_population_version(data, path)  # the same refusal as training's load_datalist
+    except ValueError as exc:
+        raise EvaluationError(str(exc)) from None
     used = split
     if not data.get(split) and split == "test" and data.get("validation"):
         used = "validation"
