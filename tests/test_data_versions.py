@@ -59,7 +59,7 @@ def test_older_generator_version_is_refused(tmp_path):
         load_datalist(str(path), split="training")
     msg = str(err.value)
     assert "\n" not in msg and "oct population version 0" in msg
-    assert "python -m common.data make oct --n 3 --seed 0 --out NEW_DIR" in msg
+    assert "python -m common.data make oct --n 3 --seed 0 --size 128x128 --out NEW_DIR" in msg
     with pytest.raises(EvaluationError, match="oct population version 0"):  # evaluation reads datalists too
         load_reals(path, split="test")
 

@@ -117,7 +117,11 @@ def check_population_version(content: Any, datalist: str | Path) -> None:
         return  # not a built-in population (a user's own datalist): nothing to check
     name, made, current = header["name"], header.get("version"), POPULATION_VERSIONS[header["name"]]
     if made != current:
-        extra = f" --dims {header.get('dims', 3)} --spacing {int(header.get('spacing_mm', 2))}" if name == "brain" else ""
+        if name == "brain":
+            extra = f" --dims {header.get('dims', 3)} --spacing {int(header.get('spacing_mm', 2))}"
+        else:  # the grid it was made on, not the population's default
+            h, w = header.get("size") or DEFAULT_SIZE[name]
+            extra = f" --size {h}x{w}"
         raise ValueError(f"datalist {datalist} holds {name} population version {made}, but this code makes version "
                          f"{current} (other images and covariates): regenerate it with `python -m common.data make "
                          f"{name} --n {header.get('n', 'N')} --seed {header.get('seed', 0)}{extra} --out NEW_DIR`")
