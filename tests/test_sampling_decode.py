@@ -75,3 +75,27 @@ def test_tiled_decode_exact_for_local_decoder_once_overlap_covers_receptive_fiel
     assert errs[4] > 1e-3  # too small a margin shows seams: the check below is not vacuous
     assert errs[10] < 1e-5
     assert (ramped - full).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+@pytest.mark.parametrize("slab_mb", [1e-6, 64.0])
+def test_folded_nearest2_upsample_equals_upsample_then_conv(dims, slab_mb):
+    """The slab decoder's x2 upsampling (phase kernels, no upsampled input built) is the same sum as MONAI's
+    nearest interpolation + 3-tap conv, for one-row slabs too (halo rows and volume edges)."""
+    import torch.nn.functional as F
+
+    from common.sampling.decode import _Act, _run_upsample, nearest2_conv_phases
+
+    g = torch.Generator().manual_seed(2)
+    conv = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)[dims - 1](4, 6, 3, padding=1).double()
+    x = torch.randn((1, 4, *[5, 4, 3][:dims]), generator=g, dtype=torch.float64)
+    want = conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+    budget = max(1, int(slab_mb * 2**20 / 8))
+    got = _run_upsample(_Act([x.clone()]), 2, conv, budget)
+    assert len(got.chunks) == (5 if slab_mb < 1 else 1)
+    got = got.window(0, got.rows, 0)
+    assert got.shape == want.shape == (1, 6, *[10, 8, 6][:dims])
+    assert (got - want).abs().max().item() < 1e-12
+    assert nearest2_conv_phases(conv.weight).shape == (6 * 2**dims, 4, *[2] * dims)
+    with pytest.raises(ValueError, match="3, ..."):
+        nearest2_conv_phases(torch.zeros(6, 4, 5, 5))
