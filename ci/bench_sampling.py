@@ -58,10 +58,10 @@ def _rss_kb(field: str) -> int:
 
 
 def _trim() -> None:
-    from common.sampling.decode import _release_freed_memory
+    from common.sampling.decode import release_freed_memory
 
     gc.collect()
-    _release_freed_memory()
+    release_freed_memory()
 
 
 def measure(fn):

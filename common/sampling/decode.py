@@ -182,7 +182,7 @@ class _Act:
                 self.chunks[j] = None
                 freed = True
         if freed:
-            _release_freed_memory()
+            release_freed_memory()
 
 
 def _libc_malloc_trim():
@@ -199,7 +199,7 @@ def _libc_malloc_trim():
 _MALLOC_TRIM = _libc_malloc_trim()
 
 
-def _release_freed_memory() -> None:
+def release_freed_memory() -> None:
     """Give freed slabs back to the OS: glibc keeps freed heap blocks (and, after the first large free, serves
     big tensors from the heap too), so without this the resident set keeps every activation ever freed."""
     if _MALLOC_TRIM is not None:
