@@ -161,6 +161,20 @@ def test_bad_covariates_fail_cleanly(tmp_path, shipped, bad, message):
     assert not out.exists() or not any(out.iterdir())  # nothing partial
 
 
+def test_prediction_type_other_than_the_weights_fails_cleanly(tmp_path, shipped):
+    out = tmp_path / "out"
+    with pytest.raises(Exception) as err:
+        bundle_run("inference.json", bundle_root=str(BUNDLE), output_dir=str(out), num_inference_steps=2,
+                   progress=False, prediction_type="v_prediction")
+    chain, e = [], err.value
+    while e is not None:
+        chain.append(str(e))
+        e = e.__cause__
+    assert any("trained with prediction_type 'epsilon' but the config asks for 'v_prediction'; pass "
+               "--prediction_type epsilon" in m for m in chain), chain
+    assert not out.exists() or not any(out.iterdir())
+
+
 def test_paper_overlay_loads_old_checkpoints_strictly(tmp_path):
     """Old GenerativeModels (monai-generative 0.2.3) nets with the paper.json structure at tiny widths: their
     state dicts load strictly through paper.json, reproduce the old outputs, and give a finite sample."""

@@ -134,6 +134,7 @@ def test_guidance_is_one_batched_unet_call_per_step(tiny):
         ({"guidance_scale": "abc"}, "guidance_scale must be"),
         ({"prompt": 3}, "prompt must be a string"),
         ({"scheduler": "euler"}, "unknown scheduler 'euler'"),
+        ({"prediction_type": "epsilon"}, "trained with prediction_type 'v_prediction' but the config asks for 'epsilon'"),
     ],
 )
 def test_bad_input_is_a_clear_error_and_writes_nothing(tiny, tmp_path, override, message):

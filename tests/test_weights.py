@@ -14,6 +14,7 @@ import torch
 from common.weights import (
     WeightsError,
     WeightsNotFoundError,
+    check_prediction_type,
     load_into,
     load_weights,
     read_metadata,
@@ -174,6 +175,23 @@ def test_scale_factor_must_travel_with_the_weights(tmp_path):
     torch.save({"x": torch.ones(1)}, tmp_path / "unet.pt")
     with pytest.raises(WeightsError, match="convert to .safetensors"):
         read_scale_factor(tmp_path / "unet.pt")
+
+
+def test_prediction_type_must_match_the_weights(tmp_path):
+    v = tmp_path / "v.safetensors"
+    save_weights({"x": torch.ones(1)}, v, metadata={"prediction_type": "v_prediction", "scale_factor": "1.0"})
+    assert check_prediction_type(v, "v_prediction") == "v_prediction"
+    with pytest.raises(WeightsError) as info:
+        check_prediction_type(v, "epsilon")
+    assert str(info.value).endswith(
+        "the weights were trained with prediction_type 'v_prediction' but the config asks for 'epsilon'; "
+        "pass --prediction_type v_prediction")
+    _one_line(info, v)
+    plain = tmp_path / "plain.safetensors"  # no metadata, an old .pth, a missing file: the config's word stands
+    save_weights({"x": torch.ones(1)}, plain)
+    torch.save({"x": torch.ones(1)}, tmp_path / "old.pth")
+    for p in (plain, tmp_path / "old.pth", tmp_path / "missing.safetensors"):
+        assert check_prediction_type(p, "epsilon") == "epsilon"
 
 
 def test_import_is_light():

@@ -18,6 +18,8 @@ _EXPORTS = {
     "check_state_dict": "io",
     "read_metadata": "io",
     "read_scale_factor": "io",
+    "check_prediction_type": "io",
+    "PREDICTION_TYPE_KEY": "io",
     "sha256_file": "io",
     "verify_sha256": "io",
     "load_generative_models_checkpoint": "legacy",

@@ -18,6 +18,7 @@ import torch
 SAFETENSORS_SUFFIXES = (".safetensors",)
 TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 SCALE_FACTOR_KEY = "scale_factor"
+PREDICTION_TYPE_KEY = "prediction_type"
 
 
 class WeightsError(ValueError):
@@ -234,3 +235,21 @@ def read_scale_factor(path: str | os.PathLike) -> float:
     if not math.isfinite(value) or value <= 0:
         raise WeightsError(f"{p}: '{SCALE_FACTOR_KEY}' is {raw!r}; it must be a finite positive number")
     return value
+
+
+def check_prediction_type(path: str | os.PathLike, prediction_type: str) -> str:
+    """``prediction_type`` if the diffusion weights at ``path`` were trained for it (their safetensors metadata),
+    else a one-line WeightsError naming both and the override that fixes it.
+
+    Why: a scheduler stepping with the wrong parameterisation (epsilon vs v_prediction) still produces images,
+    just wrong ones; weights without the metadata (old ``.pth`` checkpoints) are taken at the config's word.
+    """
+    if not Path(path).is_file():  # the weights' loader reports a missing file (with its download hint)
+        return prediction_type
+    trained = read_metadata(path).get(PREDICTION_TYPE_KEY)
+    if trained is not None and trained != prediction_type:
+        raise WeightsError(
+            f"{Path(path)}: the weights were trained with prediction_type {trained!r} but the config asks for "
+            f"{prediction_type!r}; pass --prediction_type {trained}"
+        )
+    return prediction_type
