@@ -315,10 +315,12 @@ def _run_upsample_nearest2(act: _Act, conv: nn.Module, budget: int) -> _Act:
         n, rest = hi - lo, act.rest
         y = win.new_empty((act.b, c_out, 2 * n, *(2 * k for k in rest)))
         for row_phase in (0, 1):
-            ph = _CONV[dims](win[:, :, row_phase : row_phase + n + 1], kernel[row_phase * half : (row_phase + 1) * half], bias)
+            rows = win[:, :, row_phase : row_phase + n + 1]
+            ph = _CONV[dims](rows, kernel[row_phase * half : (row_phase + 1) * half], bias)
             for j, phase in enumerate(phases):
                 dst = (slice(None), slice(None), slice(row_phase, None, 2), *(slice(p, None, 2) for p in phase))
-                src = (slice(None), slice(j * c_out, (j + 1) * c_out), slice(None), *(slice(p, p + k) for p, k in zip(phase, rest)))
+                src = (slice(None), slice(j * c_out, (j + 1) * c_out), slice(None),
+                       *(slice(p, p + k) for p, k in zip(phase, rest)))
                 y[dst] = ph[src]
             del ph
         out.append(y)
