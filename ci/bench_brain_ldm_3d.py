@@ -10,6 +10,12 @@
             (spread over the ventricular-volume range), --per-setting samples; ventricular and brain volume
             measured on every sample with common.data.brain.analyse_volumes; Pearson r between requested and
             measured volumes (ml) over all samples; MS-SSIM between the samples of a setting (diversity, 40 pairs).
+  background  mean intensity outside the head (voxels 3 or more away from every real held-out head used) in
+            samples, in the autoencoder's reconstructions of the same real subjects, and in the real volumes: a
+            sample's background can be no cleaner than the autoencoder's.
+  agreement  per-sample closeness of few-step solvers to the reference sampler from the same noise (the same
+            ODE, so an accurate solver lands on the same volume): mean and max |sample - reference| in [0, 1]
+            units and the ventricular / brain volume differences, over --n samples of one held-out setting.
   figure    a PNG of samples across ages (mid axial and coronal slices), covariates of the training subject
             nearest each age.
 
@@ -17,6 +23,8 @@ Results are printed and, with --json, written atomically to a file. Examples:
   python ci/bench_brain_ldm_3d.py speed --steps 50
   python ci/bench_brain_ldm_3d.py recon --datalist data/brain_3d/datalist.json
   python ci/bench_brain_ldm_3d.py fidelity --settings 4 --per-setting 20 --steps 25 --json runs/fidelity.json
+  python ci/bench_brain_ldm_3d.py background --n 6 --steps 10 --scheduler dpmpp2m
+  python ci/bench_brain_ldm_3d.py agreement --n 10 --configs dpmpp2m:5 ddim:10
   python ci/bench_brain_ldm_3d.py figure --out bundles/brain_ldm_3d/docs/samples_by_age.png
 """
 
@@ -220,6 +228,64 @@ def fidelity(args: argparse.Namespace) -> dict:
             "per_setting": per_setting, "seconds": round(time.perf_counter() - start, 1)}
 
 
+def background(args: argparse.Namespace) -> dict:
+    import numpy as np
+    import torch
+    from monai.transforms import LoadImage
+    from scipy.ndimage import binary_dilation
+
+    torch.set_num_threads(args.threads)
+    parser = _parser(num_inference_steps=args.steps, scheduler=args.scheduler)
+    held_out = _datalist(args.datalist, args.split)[: args.n]
+    real = np.stack([np.asarray(LoadImage(image_only=True)(e["image"]), dtype=np.float32) for e in held_out])
+    outside = ~binary_dilation(real.max(0) > 0.02, iterations=3)
+    parser.get_parsed_content("load_autoencoder")  # the shipped weights (the config loads them lazily)
+    ae = parser.get_parsed_content("autoencoder").eval()
+    with torch.inference_mode():
+        recon_bg = [float(ae.reconstruct(torch.from_numpy(r)[None, None]).clamp(0, 1)[0, 0].numpy()[outside].mean())
+                    for r in real]
+    sample_bg = []
+    for i, e in enumerate(held_out):
+        img = _sample(parser, {k: float(e[k]) for k in COVARIATES}, 1, seed=args.seed + i, batch=1)[0, 0].numpy()
+        sample_bg.append(float(img[outside].mean()))
+    return {"what": "background outside the head", "n": len(held_out), "outside_voxels": int(outside.sum()),
+            "steps": args.steps, "scheduler": args.scheduler,
+            "real": [round(float(r[outside].mean()), 4) for r in real],
+            "autoencoder_reconstruction": [round(v, 4) for v in recon_bg],
+            "samples": [round(v, 4) for v in sample_bg]}
+
+
+def agreement(args: argparse.Namespace) -> dict:
+    import numpy as np
+    import torch
+
+    from common.data.brain import analyse_volumes
+
+    torch.set_num_threads(args.threads)
+    held_out = sorted(_datalist(args.datalist, args.split), key=lambda e: e["ventricular_vol"])
+    cov = {k: float(held_out[len(held_out) // 2][k]) for k in COVARIATES}
+
+    def run(spec: str):
+        name, steps = spec.split(":")
+        images = _sample(_parser(num_inference_steps=int(steps), scheduler=name), cov, args.n, args.seed, args.batch)
+        vols = [analyse_volumes(img[0].numpy(), spacing=(2.0, 2.0, 2.0)) for img in images]
+        return images, np.array([[v["ventricular_vol_ml"], v["brain_vol_ml"]] for v in vols])
+
+    ref, ref_vol = run(args.reference)
+    rows = []
+    for spec in args.configs:
+        images, vol = run(spec)
+        diff = (images - ref).abs()
+        rows.append({"config": spec, "mean_abs_diff": round(float(diff.mean()), 5),
+                     "max_abs_diff": round(float(diff.amax()), 4),
+                     "ventricular_ml_mean_abs_diff": round(float(np.abs(vol[:, 0] - ref_vol[:, 0]).mean()), 2),
+                     "brain_ml_mean_abs_diff": round(float(np.abs(vol[:, 1] - ref_vol[:, 1]).mean()), 1)})
+        print(rows[-1], flush=True)
+    return {"what": "agreement with the reference sampler, same noise", "reference": args.reference, "n": args.n,
+            "covariates": cov, "reference_ventricular_ml_mean": round(float(ref_vol[:, 0].mean()), 1),
+            "reference_brain_ml_mean": round(float(ref_vol[:, 1].mean()), 0), "rows": rows}
+
+
 def figure(args: argparse.Namespace) -> dict:
     import numpy as np
     import torch
@@ -252,7 +318,7 @@ def figure(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    for name in ("speed", "recon", "fidelity", "figure"):
+    for name in ("speed", "recon", "fidelity", "background", "agreement", "figure"):
         p = sub.add_parser(name)
         p.add_argument("--threads", type=int, default=1)
         p.add_argument("--seed", type=int, default=0)
@@ -267,6 +333,15 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--limit", type=int, default=0)
         if name in ("fidelity", "figure"):
             p.add_argument("--device", default="cpu", help="quality runs only: e.g. cuda (samples are drawn from CPU noise)")
+        if name == "background":
+            p.add_argument("--split", default="test")
+            p.add_argument("--n", type=int, default=6, help="held-out subjects (one sample each, their covariates)")
+        if name == "agreement":
+            p.add_argument("--split", default="test")
+            p.add_argument("--n", type=int, default=10)
+            p.add_argument("--batch", type=int, default=10)
+            p.add_argument("--reference", default="ddim:50", help="scheduler:steps")
+            p.add_argument("--configs", nargs="+", default=["dpmpp2m:4", "dpmpp2m:5", "dpmpp2m:8", "ddim:10"])
         if name == "fidelity":
             p.add_argument("--split", default="test")
             p.add_argument("--settings", type=int, default=4)
@@ -279,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     _check_weights(("autoencoder.safetensors",) if args.cmd == "recon" else ("autoencoder.safetensors", "diffusion_model.safetensors"))
     if args.cmd != "speed" and not Path(args.datalist).is_file():
         _fail(f"datalist {args.datalist} not found: python -m common.data make brain --dims 3 --n 240 --out data/brain_3d")
-    result = {"speed": speed, "recon": recon, "fidelity": fidelity, "figure": figure}[args.cmd](args)
+    result = {"speed": speed, "recon": recon, "fidelity": fidelity, "background": background,
+              "agreement": agreement, "figure": figure}[args.cmd](args)
     _write_json(result, args.json)
     return 0 if result.get("identical_outputs", True) else 1
 

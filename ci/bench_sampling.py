@@ -4,8 +4,8 @@ Subcommands (all CPU by default; sizes and steps are options because the full be
 
   brain    the published brain_ldm_3d architecture (random weights) at --size (default 160 224 160). In one
            process, on the same weights and noise: (1) ours with MONAI's DDIM and the reference's steps (same
-           maths: the max difference must be < 1e-4), (2) ours with the few-step solver (--fast-scheduler,
-           --fast-steps), (3) the reference: MONAI ``LatentDiffusionInferer.sample`` + one-pass decode.
+           maths: the max difference must be < 1e-4), (2) ours with each few-step solver (--fast-scheduler)
+           at each step count (--fast-steps), (3) the reference: MONAI ``LatentDiffusionInferer.sample`` + one-pass decode.
   bundles  the shipped weights of every bundle under bundles/ whose inference.json builds a ``sampler``
            (bundles without weights are skipped with a message): reference vs ours, same scheduler and steps.
   decode   decode-only study, one subprocess per configuration (peak RSS = the child's ru_maxrss): one pass vs
@@ -192,12 +192,12 @@ def bench_brain(args) -> int:
         return s.sample(cond, null, 1, noise=noise)
 
     phases = [("ours DDIM-%d %s" % (args.steps, args.decode), lambda: ours(ddim(), args.steps, args.decode))]
-    if args.fast_steps:
-        from common.schedulers import build_scheduler
+    from common.schedulers import build_scheduler
 
-        fast = build_scheduler(args.fast_scheduler)
-        phases.append((f"ours {args.fast_scheduler}-{args.fast_steps} {args.decode}",
-                       lambda: ours(fast, args.fast_steps, args.decode)))
+    for name in args.fast_scheduler:  # every few-step solver at every step count, each a phase of its own
+        for steps in (n for n in args.fast_steps if n):
+            phases.append((f"ours {name}-{steps} {args.decode}",
+                           lambda name=name, steps=steps: ours(build_scheduler(name), steps, args.decode)))
     if not args.skip_reference:
         phases.append(("reference", lambda: reference_sample(ae, unet, ddim(), scale, noise, args.steps,
                                                              args.guidance, cond, null)))
@@ -353,8 +353,8 @@ def main(argv=None) -> int:
     b = sub.add_parser("brain", help="published brain architecture: reference vs ours")
     b.add_argument("--size", type=int, nargs=3, default=[160, 224, 160])
     b.add_argument("--steps", type=int, default=50, help="reference (and same-maths) DDIM steps")
-    b.add_argument("--fast-scheduler", default="dpmpp2m")
-    b.add_argument("--fast-steps", type=int, default=15, help="0 skips the few-step phase")
+    b.add_argument("--fast-scheduler", nargs="+", default=["dpmpp2m"], help="few-step solver(s)")
+    b.add_argument("--fast-steps", type=int, nargs="+", default=[15], help="step count(s); 0 skips the few-step phase")
     b.add_argument("--guidance", type=float, default=1.0)
     b.add_argument("--decode", default="slab", choices=["full", "slab", "tiled", "auto"])
     b.add_argument("--slab-mb", type=float, default=64.0)

@@ -14,6 +14,11 @@ THREADS=${THREADS:-1}
 STAGES=${STAGES:-"autoencoder diffusion"}   # e.g. STAGES=diffusion to continue stage 2 only
 DM_BATCH=${DM_BATCH:-4}
 DM_EPOCHS=${DM_EPOCHS:-1000}
+# With no checkpoint under $RUNS (a new machine), start a stage from existing weights instead of from scratch:
+# e.g. DM_INIT=$BUNDLE/models/diffusion_model.safetensors continues the shipped weights (fresh optimiser, the
+# iteration counter read from the weights). A checkpoint under $RUNS always wins.
+AE_INIT=${AE_INIT:-}
+DM_INIT=${DM_INIT:-}
 mkdir -p "$RUNS"
 
 # 1. the built-in 2 mm brain population (240 subjects; the datalist splits it into training/validation/test)
@@ -29,6 +34,7 @@ $PY -m monai.bundle run --config_file $BUNDLE/configs/train.json --bundle_root $
   --autoencoder_train#batch_size 1 --autoencoder_train#lr_g 0.0005 \
   --autoencoder_train#adversarial_weight 0.005 --autoencoder_train#adversarial_warmup_iterations 300 \
   --autoencoder_train#max_epochs 100 --autoencoder_train#time_limit_minutes "$AE_MINUTES" \
+  ${AE_INIT:+--autoencoder_train#init_weights "$AE_INIT"} \
   2>&1 | tee -a "$RUNS/autoencoder.log"
 fi
 
@@ -39,5 +45,6 @@ $PY -m monai.bundle run --config_file $BUNDLE/configs/train.json --bundle_root $
   --stage diffusion --output_dir "$RUNS" --num_threads "$THREADS" \
   --diffusion_train#batch_size "$DM_BATCH" --diffusion_train#lr 0.0002 \
   --diffusion_train#max_epochs "$DM_EPOCHS" --diffusion_train#time_limit_minutes "$DM_MINUTES" \
+  ${DM_INIT:+--diffusion_train#init_weights "$DM_INIT"} \
   2>&1 | tee -a "$RUNS/diffusion.log"
 fi

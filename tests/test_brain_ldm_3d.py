@@ -104,6 +104,14 @@ def test_tiny_train_both_stages_then_inference(tmp_path):
     meta = read_metadata(dm)
     scale = float(meta["scale_factor"])
     assert 0 < scale < 1e3 and meta["iteration"] == "4" and meta["covariates"] == "gender,age,ventricular_vol,brain_vol"
+    # a new machine (no checkpoints) continues the exported weights: counters carry on from their metadata
+    import shutil
+
+    shutil.copy(dm, tmp_path / "init.safetensors")
+    bundle_run("train.json", stage="diffusion", **{**common, "output_dir": str(tmp_path / "runs2")}, **{
+        "diffusion_train#max_epochs": 3, "diffusion_train#batch_size": 2,
+        "diffusion_train#init_weights": str(tmp_path / "init.safetensors")})
+    assert read_metadata(dm)["iteration"] == "6" and read_metadata(dm)["epoch"] == "3"
 
     infer = {"bundle_root": str(root), "latent_shape": [3, 4, 4, 4], "num_inference_steps": 3,
              "num_samples": 2, "seed": 7, "progress": False, "age": 0.3, **TINY_AE, **TINY_UNET}
@@ -165,13 +173,13 @@ def test_prediction_type_other_than_the_weights_fails_cleanly(tmp_path, shipped)
     out = tmp_path / "out"
     with pytest.raises(Exception) as err:
         bundle_run("inference.json", bundle_root=str(BUNDLE), output_dir=str(out), num_inference_steps=2,
-                   progress=False, prediction_type="v_prediction")
+                   progress=False, prediction_type="epsilon")
     chain, e = [], err.value
     while e is not None:
         chain.append(str(e))
         e = e.__cause__
-    assert any("trained with prediction_type 'epsilon' but the config asks for 'v_prediction'; pass "
-               "--prediction_type epsilon" in m for m in chain), chain
+    assert any("trained with prediction_type 'v_prediction' but the config asks for 'epsilon'; pass "
+               "--prediction_type v_prediction" in m for m in chain), chain
     assert not out.exists() or not any(out.iterdir())
 
 
@@ -209,6 +217,7 @@ def test_paper_overlay_loads_old_checkpoints_strictly(tmp_path):
     parser.parse()
     sampler = parser.get_parsed_content("sampler")  # _requires_ the strict loads
     assert parser.get_parsed_content("scale_factor") == 1.0
+    assert sampler.scheduler.prediction_type == "epsilon"  # the published model; the shipped one is v_prediction
     new_ae, new_unet = parser.get_parsed_content("autoencoder"), parser.get_parsed_content("diffusion")
     x = torch.randn(1, 3, 4, 4, 4)
     cond = parser.get_parsed_content("condition")

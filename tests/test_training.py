@@ -252,6 +252,54 @@ def test_checkpoint_resume_and_safetensors_export(tmp_path):
     assert read_metadata(weights)["iteration"] == "9"
 
 
+def test_init_weights_when_no_checkpoint_then_checkpoints_win(tmp_path):
+    from monai.handlers import CheckpointSaver
+
+    from common.training.handlers import EngineProgress, ResumeFromLatest, SafetensorsExport
+    from common.weights import WeightsNotFoundError, read_metadata, save_weights
+
+    init = tmp_path / "shipped.safetensors"
+    trainer0, net0, _ = _toy_engine(1, [])
+    with torch.no_grad():
+        net0.weight.fill_(0.5)
+    save_weights(net0.state_dict(), init, metadata={"iteration": "39", "epoch": "13"})
+    ckpt, weights = tmp_path / "ckpt", tmp_path / "out.safetensors"
+
+    def build(max_epochs, init_weights):
+        progress = EngineProgress()
+        trainer, net, opt = _toy_engine(max_epochs, [])
+        save_dict = {"net": net, "opt": opt, "progress": progress}
+        resume = ResumeFromLatest(str(ckpt), save_dict, init_weights=str(init_weights), network=net)
+        for h in (progress, resume, CheckpointSaver(str(ckpt), save_dict, file_prefix="toy", epoch_level=False,
+                                                    save_interval=100, n_saved=1, save_final=True),
+                  SafetensorsExport(net, str(weights))):
+            h.attach(trainer)
+        return trainer, net, resume
+
+    trainer, net, resume = build(15, init)
+    first = []
+    from ignite.engine import Events
+
+    trainer.add_event_handler(Events.ITERATION_STARTED, lambda e: first.append((e.state.iteration, net.weight.detach().clone())))
+    trainer.run()
+    assert resume.loaded_from == str(init)
+    assert first[0][0] == 40 and torch.all(first[0][1] == 0.5)  # the shipped weights, counters continued
+    assert trainer.state.iteration == 45 and read_metadata(weights)["iteration"] == "45"  # 2 epochs x 3 iterations
+    # a checkpoint now exists: it wins over init_weights
+    trainer, _, resume = build(16, init)
+    trainer.run()
+    assert resume.loaded_from != str(init) and trainer.state.iteration == 48
+    # a missing init file is a one-line error naming the path
+    for f in ckpt.glob("*.pt"):
+        f.unlink()
+    trainer, _, _ = build(16, tmp_path / "missing.safetensors")
+    with pytest.raises(WeightsNotFoundError, match="missing.safetensors: weights file not found") as err:
+        trainer.run()
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="init_weights needs the network"):
+        ResumeFromLatest(str(ckpt), {}, init_weights=str(init))
+
+
 def test_time_limit_stops_and_still_exports(tmp_path):
     from common.training.handlers import SafetensorsExport, TimeLimit
 

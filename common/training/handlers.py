@@ -63,18 +63,33 @@ def latest_checkpoint(checkpoint_dir: str, pattern: str = "*.pt") -> str | None:
 
 
 class ResumeFromLatest:
-    """At STARTED, load the newest checkpoint in `checkpoint_dir` (if any) into `load_dict`; else start fresh.
+    """At STARTED, load the newest checkpoint in `checkpoint_dir` (if any) into `load_dict`; else start from
+    `init_weights` (if given); else from scratch.
 
-    Uses MONAI's CheckpointLoader (torch.load with weights_only=True). `resume=False` always starts fresh.
+    Uses MONAI's CheckpointLoader (torch.load with weights_only=True). `resume=False` ignores checkpoints.
+    `init_weights`: exported inference weights (e.g. the bundle's shipped `models/*.safetensors`) loaded strictly
+    into `network` with a fresh optimiser; the iteration and epoch counters continue from the weights' metadata,
+    so later exports keep counting. Why: continuing the shipped weights on a new machine, which has no
+    checkpoints, is how they were trained across sessions.
     """
 
     def __init__(
-        self, checkpoint_dir: str, load_dict: Mapping[str, Any], resume: bool = True, pattern: str = "*.pt"
+        self,
+        checkpoint_dir: str,
+        load_dict: Mapping[str, Any],
+        resume: bool = True,
+        pattern: str = "*.pt",
+        init_weights: str | None = None,
+        network: torch.nn.Module | None = None,
     ) -> None:
+        if init_weights and network is None:
+            raise ValueError("ResumeFromLatest: init_weights needs the network to load them into")
         self.checkpoint_dir = checkpoint_dir
         self.load_dict = dict(load_dict)
         self.resume = resume
         self.pattern = pattern
+        self.init_weights = init_weights or None
+        self.network = network
         self.loaded_from: str | None = None
 
     def attach(self, engine: Engine) -> None:
@@ -84,12 +99,27 @@ class ResumeFromLatest:
         from monai.handlers import CheckpointLoader
 
         path = latest_checkpoint(self.checkpoint_dir, self.pattern) if self.resume else None
+        if path is None and self.init_weights:
+            self._start_from_weights(engine)
+            return
         if path is None:
             engine.logger.info("no checkpoint in %s: training from scratch", self.checkpoint_dir)
             return
         CheckpointLoader(load_path=path, load_dict=self.load_dict, map_location="cpu", strict=True)(engine)
         self.loaded_from = path
         engine.logger.info("resumed from %s at epoch %d, iteration %d", path, engine.state.epoch, engine.state.iteration)
+
+
+    def _start_from_weights(self, engine: Engine) -> None:
+        from common.weights import load_into
+
+        metadata = load_into(_unwrap(self.network), self.init_weights, strict=True)
+        for key in ("epoch", "iteration"):
+            if str(metadata.get(key, "")).isdigit():
+                setattr(engine.state, key, int(metadata[key]))
+        self.loaded_from = self.init_weights
+        engine.logger.info("no checkpoint in %s: starting from the weights %s (iteration %d, fresh optimiser)",
+                           self.checkpoint_dir, self.init_weights, engine.state.iteration)
 
 
 class SafetensorsExport:
