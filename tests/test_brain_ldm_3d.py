@@ -4,6 +4,7 @@ weights (shape, dtype, range, affine, determinism), bad covariates, and the pape
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -105,8 +106,6 @@ def test_tiny_train_both_stages_then_inference(tmp_path):
     scale = float(meta["scale_factor"])
     assert 0 < scale < 1e3 and meta["iteration"] == "4" and meta["covariates"] == "gender,age,ventricular_vol,brain_vol"
     # a new machine (no checkpoints) continues the exported weights: counters carry on from their metadata
-    import shutil
-
     shutil.copy(dm, tmp_path / "init.safetensors")
     bundle_run("train.json", stage="diffusion", **{**common, "output_dir": str(tmp_path / "runs2")}, **{
         "diffusion_train#max_epochs": 3, "diffusion_train#batch_size": 2,

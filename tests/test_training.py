@@ -259,7 +259,7 @@ def test_init_weights_when_no_checkpoint_then_checkpoints_win(tmp_path):
     from common.weights import WeightsNotFoundError, read_metadata, save_weights
 
     init = tmp_path / "shipped.safetensors"
-    trainer0, net0, _ = _toy_engine(1, [])
+    _, net0, _ = _toy_engine(1, [])
     with torch.no_grad():
         net0.weight.fill_(0.5)
     save_weights(net0.state_dict(), init, metadata={"iteration": "39", "epoch": "13"})

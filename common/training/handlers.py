@@ -99,16 +99,15 @@ class ResumeFromLatest:
         from monai.handlers import CheckpointLoader
 
         path = latest_checkpoint(self.checkpoint_dir, self.pattern) if self.resume else None
-        if path is None and self.init_weights:
-            self._start_from_weights(engine)
-            return
         if path is None:
-            engine.logger.info("no checkpoint in %s: training from scratch", self.checkpoint_dir)
+            if self.init_weights:
+                self._start_from_weights(engine)
+            else:
+                engine.logger.info("no checkpoint in %s: training from scratch", self.checkpoint_dir)
             return
         CheckpointLoader(load_path=path, load_dict=self.load_dict, map_location="cpu", strict=True)(engine)
         self.loaded_from = path
         engine.logger.info("resumed from %s at epoch %d, iteration %d", path, engine.state.epoch, engine.state.iteration)
-
 
     def _start_from_weights(self, engine: Engine) -> None:
         from common.weights import load_into
