@@ -61,11 +61,10 @@ def _check_weights(names=("autoencoder.safetensors", "diffusion_model.safetensor
 def _write_json(result: dict, path: str | None) -> None:
     print(json.dumps(result, indent=2))
     if path:
+        from common.io import write_json
+
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=Path(path).parent, suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            json.dump(result, f, indent=2)
-        os.replace(tmp, path)
+        write_json(result, path)
 
 
 def _datalist(path: str, split: str) -> list[dict]:
@@ -291,6 +290,8 @@ def figure(args: argparse.Namespace) -> dict:
     import torch
     from PIL import Image
 
+    from common.io import atomic_path, png_image
+
     torch.set_num_threads(args.threads)
     parser = _parser(num_inference_steps=args.steps, scheduler=args.scheduler, device=args.device)
     train = _datalist(args.datalist, "training")
@@ -307,11 +308,9 @@ def figure(args: argparse.Namespace) -> dict:
     grid = np.concatenate(tiles, axis=1)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".png")
-    os.close(fd)
-    Image.fromarray((np.clip(grid, 0, 1) * 255).astype(np.uint8)).resize(
-        (grid.shape[1] * 2, grid.shape[0] * 2), Image.NEAREST).save(tmp, format="PNG")
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:  # a display picture composed rows first
+        png_image(np.clip(grid, 0, 1), spatial_order="yx").resize(
+            (grid.shape[1] * 2, grid.shape[0] * 2), Image.NEAREST).save(tmp, format="PNG")
     return {"what": "figure", "path": str(out), "steps": args.steps, "columns": used}
 
 

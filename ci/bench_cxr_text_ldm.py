@@ -137,11 +137,11 @@ def main() -> int:
         print(json.dumps(result["speed"]), flush=True)
     result["loadavg_end"] = list(os.getloadavg())
     result["weights_bytes"] = {f.name: f.stat().st_size for f in sorted((BUNDLE / "models").glob("*.safetensors"))}
+    from common.io import write_json
+
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, out)
+    write_json(result, out)
     return 0
 
 

@@ -220,7 +220,9 @@ def bench_brain(args) -> int:
         status = 0 if ok else 1
     _report(rows)
     if args.json:
-        Path(args.json).write_text(json.dumps({"size": size, "steps": args.steps, "rows": rows}, indent=1))
+        from common.io import write_json
+
+        write_json({"size": size, "steps": args.steps, "rows": rows}, args.json, indent=1)
     return status
 
 

@@ -25,6 +25,8 @@ sys.path.insert(0, str(REPO))
 
 from bench_cxr_text_ldm import _parser  # noqa: E402  (same folder: one way to build the inference parser)
 
+from common.io import write_json  # noqa: E402
+
 # prompt -> (finding name, test on the analyser's output). Sides are patient sides.
 PROMPTS = {
     "effusion_right": ("Large right pleural effusion.", lambda a: a["effusion_side"] == "right"),
@@ -42,10 +44,10 @@ PROMPTS = {
 
 
 def _analyse(images) -> list[dict]:
-    """Analyser findings of samples [N, 1, W, H] (MONAI layout -> the file's row-major layout)."""
+    """Analyser findings of samples [N, 1, W, H] (MONAI layout, which the analysers take)."""
     from common.data.cxr import analyse
 
-    return [analyse(img[0].numpy().T) for img in images]
+    return [analyse(img[0].numpy()) for img in images]
 
 
 def _sample(sampler, conditioner, prompt: str, n: int, guidance: float, seed: int):
@@ -98,8 +100,9 @@ def _plot(result: dict, path: Path) -> None:
 
 def _grid(rows: dict, path: Path) -> None:
     """Samples per prompt: one row per prompt (label on the left), images in file orientation."""
-    import numpy as np
     from PIL import Image, ImageDraw
+
+    from common.io import atomic_path, png_image
 
     label_w, pad = 230, 2
     first = next(iter(rows.values()))
@@ -110,11 +113,9 @@ def _grid(rows: dict, path: Path) -> None:
     for r, (label, imgs) in enumerate(rows.items()):
         draw.text((4, r * (h + pad) + h // 2 - 6), label, fill=0)
         for c, img in enumerate(imgs):
-            arr = (img[0].numpy().T * 255).round().astype(np.uint8)
-            canvas.paste(Image.fromarray(arr), (label_w + c * (w + pad), r * (h + pad)))
-    tmp = path.with_suffix(".tmp.png")
-    canvas.save(tmp)
-    os.replace(tmp, path)
+            canvas.paste(png_image(img[0]), (label_w + c * (w + pad), r * (h + pad)))
+    with atomic_path(path) as tmp:
+        canvas.save(tmp, format="PNG")
 
 
 def _finish(result: dict, grid_rows: dict, out: Path) -> None:
@@ -152,9 +153,7 @@ def merge(parts: list[str], out: Path) -> int:
         if f.is_file():
             grid_rows.update(torch.load(f, weights_only=True))
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "sweep.json.tmp"
-    tmp.write_text(json.dumps(merged, indent=2) + "\n")
-    os.replace(tmp, out / "sweep.json")
+    write_json(merged, out / "sweep.json")
     _finish(merged, grid_rows, out)
     return 0
 
@@ -216,9 +215,7 @@ def main() -> int:
         row["elapsed_s"] = round(time.perf_counter() - t_start, 1)
         result["sweep"].append(row)
         print(json.dumps(row), flush=True)
-        tmp = out / "sweep.json.tmp"
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        os.replace(tmp, out / "sweep.json")
+        write_json(result, out / "sweep.json")
     torch.save({k: v.contiguous() for k, v in grid_rows.items()}, out / "grid_rows.pt")
     if result["empty_prompt"] is not None:
         _finish(result, grid_rows, out)

@@ -44,9 +44,9 @@ def _real_images(datalist: str, split: str, limit: int):
 
 
 def _save(result: dict, out: Path) -> None:
-    tmp = out / "steps_sweep.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, out / "steps_sweep.json")
+    from common.io import write_json
+
+    write_json(result, out / "steps_sweep.json")
 
 
 def _fewest_matching_steps(rows: list[dict]) -> dict[str, int | None]:

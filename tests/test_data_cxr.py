@@ -54,13 +54,13 @@ def test_analyser_is_scale_robust_and_reads_files(cases, tmp_path):
     x = next(c for c in cases if c.attributes["effusion_side"] == "right")
     r = cxr.analyse(x.image * 0.6 + 0.1)
     assert r["effusion_side"] == "right"
-    from PIL import Image
+    from monai.transforms import LoadImage
 
-    from common.data._files import write_png
+    from common.io import write_png
 
     write_png(x.image, tmp_path / "x.png")
-    arr = np.asarray(Image.open(tmp_path / "x.png"))
-    assert arr.dtype == np.uint8 and cxr.analyse(arr)["effusion_side"] == "right"
+    arr = LoadImage(image_only=True)(str(tmp_path / "x.png"))  # the file as training and evaluation read it
+    assert arr.shape == x.image.shape and cxr.analyse(arr)["effusion_side"] == "right"
 
 
 def test_reports_name_the_findings(cases):
@@ -88,5 +88,5 @@ def test_make_cxr_writes_pngs_and_datalist(tmp_path):
     im = Image.open(dl.parent / e["image"])
     assert im.mode == "L" and im.size == (256, 256)
     ref = cxr.generate(1, 8, (256, 256))
-    np.testing.assert_allclose(np.asarray(im) / 255.0, ref.image, atol=0.5 / 255 + 1e-6)
+    np.testing.assert_allclose(np.asarray(im).T / 255.0, ref.image, atol=0.5 / 255 + 1e-6)  # PIL: rows first
     assert e["report"] == ref.attributes["report"]

@@ -33,5 +33,11 @@ def test_make_mammo(tmp_path):
     assert set(e) >= {"image", "masking", "label", "density"}
     im = np.asarray(Image.open(dl.parent / e["image"]))
     assert im.shape == (96, 80) and im.dtype == np.uint8
+    from monai.transforms import LoadImage  # the case's array is the file as LoadImage reads it: [W, H]
+
+    ref = mammo.generate(0, 0, (96, 80)).image
+    loaded = np.asarray(LoadImage(image_only=True)(str(dl.parent / d["training"][0]["image"])))
+    assert ref.shape == loaded.shape == (80, 96)
+    np.testing.assert_allclose(loaded / 255.0, ref, atol=0.5 / 255 + 1e-6)
     # breast brighter than background, background near black
     assert im[:, -3:].mean() < 20 and im[:, :10].mean() > 40

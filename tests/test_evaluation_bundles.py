@@ -24,7 +24,8 @@ def _parser(bundle, **overrides):
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
-    parser.read_config(REPO / "bundles" / bundle / "configs" / "evaluate.json")
+    configs = REPO / "bundles" / bundle / "configs"
+    parser.read_config([str(configs / "inference.json"), str(configs / "evaluate.json")])  # the overlay
     parser["bundle_root"] = str(REPO / "bundles" / bundle)
     for k, v in overrides.items():
         parser[k] = v

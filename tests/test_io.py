@@ -3,13 +3,16 @@ with a clear message and leaves no file."""
 
 from __future__ import annotations
 
+import json
+import os
+
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from common.io import atomic_path, write_nifti, write_png
+from common.io import atomic_path, write_json, write_nifti, write_png
 
 
 def test_nifti_3d_channel_first_tensor_keeps_affine_and_values(tmp_path):
@@ -44,6 +47,40 @@ def test_png_round_trips_through_monai_loadimage(tmp_path):
     np.testing.assert_array_equal(np.asarray(Image.open(rows)), np.asarray(Image.open(p)))
     p16 = write_png(arr, tmp_path / "y.png", bits=16)
     assert np.asarray(Image.open(p16)).max() == 65535
+
+
+def test_png_non_square_is_what_loadimage_reads(tmp_path):
+    """The PNG layout is [W, H]: an array written loads back equal through MONAI's LoadImage (8 and 16 bit)."""
+    from monai.transforms import LoadImage
+
+    rng = np.random.default_rng(0)
+    for bits, dtype in ((8, np.uint8), (16, np.uint16)):
+        arr = rng.integers(0, 2**bits, size=(13, 5), dtype=dtype)  # 13 wide, 5 high
+        p = write_png(arr, tmp_path / f"a{bits}.png", bits=bits)
+        assert Image.open(p).size == (13, 5)
+        np.testing.assert_array_equal(np.asarray(LoadImage(image_only=True)(str(p))), arr)
+
+
+def test_written_files_honour_the_umask_and_repeat_bytes(tmp_path):
+    old = os.umask(0o022)
+    try:
+        files = [write_png(np.zeros((4, 3), np.uint8), tmp_path / "a.png"),
+                 write_nifti(np.ones((3, 4, 5)), tmp_path / "a.nii.gz", np.eye(4)),
+                 write_json({"a": 1}, tmp_path / "a.json")]
+        assert [oct(f.stat().st_mode & 0o777) for f in files] == ["0o644"] * 3
+        os.umask(0o027)
+        assert oct(write_json({"a": 1}, tmp_path / "b.json").stat().st_mode & 0o777) == "0o640"
+    finally:
+        os.umask(old)
+    first = (tmp_path / "a.nii.gz").read_bytes()
+    assert write_nifti(np.ones((3, 4, 5)), tmp_path / "a.nii.gz", np.eye(4)).read_bytes() == first  # gzip mtime 0
+    assert json.loads((tmp_path / "a.json").read_text()) == {"a": 1}
+
+
+def test_nifti_keeps_dtype_when_asked(tmp_path):
+    labels = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    img = nib.load(write_nifti(labels, tmp_path / "s.nii.gz", np.eye(4), dtype=None))
+    assert img.get_data_dtype() == np.uint8 and np.array_equal(np.asarray(img.dataobj), labels)
 
 
 @pytest.mark.parametrize(

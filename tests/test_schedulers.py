@@ -285,3 +285,19 @@ def test_import_is_light():
 
     code = "import sys, common.schedulers as s; assert 'torch' not in sys.modules; assert 'build_scheduler' in dir(s)"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("abar", [0.3, torch.tensor(0.91)])
+def test_prediction_helper_matches_the_closed_forms(abar):
+    from common.schedulers.prediction import predict_x0_eps
+
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(2, 3, 5, 5, generator=g, dtype=torch.float64), torch.randn(2, 3, 5, 5, generator=g, dtype=torch.float64)
+    alpha, sigma = float(abar) ** 0.5, (1 - float(abar)) ** 0.5
+    x_t, v = alpha * x0 + sigma * eps, alpha * eps - sigma * x0
+    for prediction_type, output in (("epsilon", eps), ("v_prediction", v), ("sample", x0)):
+        got_x0, got_eps = predict_x0_eps(output, x_t, abar, prediction_type)
+        torch.testing.assert_close(got_x0, x0, rtol=0, atol=1e-6)
+        torch.testing.assert_close(got_eps, eps, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="not one of epsilon, v_prediction, sample"):
+        predict_x0_eps(eps, x_t, abar, "velocity")

@@ -18,16 +18,18 @@ def test_covariate_conditioner_batch_and_values():
     cond = CovariateConditioner()
     batch = {"gender": torch.tensor([0.0, 1.0]), "age": torch.tensor([0.2, 0.8]),
              "ventricular_vol": torch.tensor([0.1, 0.9]), "brain_vol": torch.tensor([0.5, 0.4])}
-    c = cond(batch)
-    assert c.concat.shape == (2, 4) and c.context.shape == (2, 1, 4)
-    assert torch.equal(c.concat[1], torch.tensor([1.0, 0.8, 0.9, 0.4]))
-    assert torch.equal(c.context[:, 0], c.concat)
+    c = cond.from_batch(batch)
+    assert c.vector.shape == (2, 4) and c.context.shape == (2, 1, 4)
+    assert torch.equal(c.vector[1], torch.tensor([1.0, 0.8, 0.9, 0.4]))
+    assert torch.equal(c.context[:, 0], c.vector)
+    from common.sampling.denoiser import unet_input
+
     latent = torch.zeros(2, 3, 5, 6, 7)
-    x = c.concat_to(latent)
+    x = unet_input(latent, c)
     assert x.shape == (2, 7, 5, 6, 7) and float(x[1, 5, 4, 5, 6]) == pytest.approx(0.9)
     v = cond.from_values(3, gender=0, age=0.25, ventricular_vol=1, brain_vol=0.0)
-    assert v.concat.shape == (3, 4) and torch.equal(v.concat[2], torch.tensor([0.0, 0.25, 1.0, 0.0]))
-    assert torch.count_nonzero(cond.null(2).concat) == 0
+    assert v.vector.shape == (3, 4) and torch.equal(v.vector[2], torch.tensor([0.0, 0.25, 1.0, 0.0]))
+    assert torch.count_nonzero(cond.null(2).vector) == 0
 
 
 @pytest.mark.parametrize(
@@ -55,9 +57,9 @@ def test_covariate_batch_out_of_range():
     batch = {"gender": torch.tensor([2.0]), "age": torch.tensor([0.1]),
              "ventricular_vol": torch.tensor([0.1]), "brain_vol": torch.tensor([0.1])}
     with pytest.raises(CovariateError, match="'gender' in the batch is outside"):
-        CovariateConditioner()(batch)
+        CovariateConditioner().from_batch(batch)
     with pytest.raises(CovariateError, match="no covariate 'age'"):
-        CovariateConditioner()({"gender": torch.tensor([1.0])})
+        CovariateConditioner().from_batch({"gender": torch.tensor([1.0])})
 
 
 # ----------------------------------------------------------------------------------------- stage 1 losses
@@ -82,15 +84,47 @@ def test_autoencoder_loss_and_inferer():
     x = torch.rand(2, 1, 16, 16)
     inferer = KLAutoencoderInferer()
     recon = inferer(x, net)
-    assert recon.shape == x.shape and inferer.last_kl is not None
+    assert recon.shape == x.shape and set(inferer.regularisers) == {"kl"}
     loss = AutoencoderLoss(inferer, kl_weight=0.5)
     total = loss(recon, x)
-    expected = torch.nn.functional.l1_loss(recon, x) + 0.5 * inferer.last_kl
+    expected = torch.nn.functional.l1_loss(recon, x) + 0.5 * inferer.regularisers["kl"]
     assert float(total.detach()) == pytest.approx(float(expected.detach()), rel=1e-6)
     assert set(loss.last_terms) == {"l1", "kl"}
     total.backward()
     assert net.encoder.blocks[0].conv.weight.grad is not None
     assert float(kl_divergence(torch.zeros(1, 2), torch.ones(1, 2))) == 0.0
+
+
+def _vqvae():
+    from monai.networks.nets import VQVAE
+
+    torch.manual_seed(0)
+    return VQVAE(spatial_dims=2, in_channels=1, out_channels=1, channels=(4, 8), num_res_channels=(4, 8),
+                 num_res_layers=1, downsample_parameters=((2, 4, 1, 1), (2, 4, 1, 1)),
+                 upsample_parameters=((2, 4, 1, 1, 0), (2, 4, 1, 1, 0)), num_embeddings=16, embedding_dim=2)
+
+
+def test_vq_autoencoder_loss_inferer_and_codebook_stats():
+    from common.training.autoencoder import AutoencoderLoss, VQAutoencoderInferer, codebook_stats
+
+    net = _vqvae()
+    x = torch.rand(2, 1, 16, 16)
+    inferer = VQAutoencoderInferer()
+    recon = inferer(x, net)
+    assert recon.shape == x.shape and set(inferer.regularisers) == {"quantization"}
+    loss = AutoencoderLoss(inferer, quantization_weight=0.25)
+    total = loss(recon, x)
+    expected = torch.nn.functional.l1_loss(recon, x) + 0.25 * inferer.regularisers["quantization"]
+    assert float(total.detach()) == pytest.approx(float(expected.detach()), rel=1e-6)
+    assert {"l1", "quantization", "perplexity", "codebook_usage"} <= set(loss.last_terms)
+    # the stats are those of the indices the quantiser really chose in that forward
+    indices = net.index_quantize(x)
+    stats = codebook_stats(indices, 16)
+    assert 1.0 <= loss.last_terms["perplexity"] <= 16.0
+    assert stats["codebook_usage"] == pytest.approx(len(indices.unique()) / 16)
+    # closed forms: one code -> perplexity 1, usage 1/16; all 16 codes equally -> 16, 1.0
+    assert codebook_stats(torch.zeros(10, dtype=torch.long), 16) == pytest.approx({"perplexity": 1.0, "codebook_usage": 1 / 16})
+    assert codebook_stats(torch.arange(32) % 16, 16) == pytest.approx({"perplexity": 16.0, "codebook_usage": 1.0})
 
 
 def test_generator_adversarial_warmup_and_state():
@@ -147,7 +181,8 @@ def test_prepare_batch_targets_and_inferer(spatial, prediction_type):
                              norm_num_groups=8, with_conditioning=True, cross_attention_dim=4)
     out = ConditionedDiffusionInferer(sched)(images, net, **kwargs)
     noisy = sched.add_noise(latent, noise, t)
-    ref = net(x=kwargs["condition"].concat_to(noisy), timesteps=t, context=kwargs["condition"].context)
+    cov = kwargs["condition"].vector[:, :, None, None] if len(spatial) == 2 else kwargs["condition"].vector[:, :, None, None, None]
+    ref = net(x=torch.cat([noisy, cov.expand(-1, -1, *spatial)], 1), timesteps=t, context=kwargs["condition"].context)
     assert out.shape == latent.shape and torch.allclose(out, ref)
 
 
@@ -329,13 +364,6 @@ def test_load_datalist_errors(tmp_path):
     ok.write_text('{"training": [{"image": "a.nii.gz", "age": 0.5}, {"image": "b.nii.gz", "age": 0.1}]}')
     entries = load_datalist(str(ok), max_items=1)
     assert len(entries) == 1 and entries[0]["image"] == os.path.join(str(ok.parent), "a.nii.gz")
-
-
-def test_run_stage_unknown():
-    from common.training.stages import run_stage
-
-    with pytest.raises(ValueError, match="unknown stage 'vae': use --stage autoencoder|diffusion"):
-        run_stage({"autoencoder": None, "diffusion": None}, "vae")
 
 
 def test_import_is_light():

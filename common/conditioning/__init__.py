@@ -1,1 +1,21 @@
-"""Conditioning inputs for the diffusion models: covariates (brain) and report / prompt text."""
+"""Conditioning: the `Condition` record and the conditioners (covariates, text, classes) that make it.
+
+Names resolve lazily so that `import common.conditioning` does not import torch.
+"""
+
+from __future__ import annotations
+
+from common._lazy import lazy_exports
+
+_EXPORTS = {
+    "Condition": "base",
+    "Conditioner": "base",
+    "ConditionError": "base",
+    "CovariateConditioner": "covariates",
+    "TextConditioner": "text_conditioner",
+    "ClassConditioner": "classes",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -14,12 +14,12 @@ from typing import Any
 
 import torch
 
-from common.conditioning.base import Condition
+from common.conditioning.base import Condition, ConditionError, check_num_samples
 
 COVARIATE_KEYS: tuple[str, ...] = ("gender", "age", "ventricular_vol", "brain_vol")
 
 
-class CovariateError(ValueError):
+class CovariateError(ConditionError):
     """A covariate is missing, not a number, or outside [0, 1]."""
 
 
@@ -43,7 +43,7 @@ class CovariateConditioner:
 
     Args:
         keys: covariate names, in the order the network was trained with.
-        concat: put the covariates in `Condition.concat` ([B, C], concatenated to the latent's channels).
+        concat: put the covariates in `Condition.vector` ([B, C], concatenated to the latent's channels).
         context: put them in `Condition.context` ([B, 1, C], cross-attention with cross_attention_dim = C).
     """
 
@@ -65,11 +65,11 @@ class CovariateConditioner:
         values = values.float()
         return Condition(
             context=values.unsqueeze(1) if self.context else None,
-            concat=values if self.concat else None,
+            vector=values if self.concat else None,
         )
 
-    def __call__(self, batch: Mapping[str, Any]) -> Condition:
-        """Condition of a collated training batch whose entries carry the covariate keys."""
+    def from_batch(self, batch: Mapping[str, Any], train: bool = True) -> Condition:
+        """Condition of a collated training batch whose entries carry the covariate keys (no dropout)."""
         columns = []
         for key in self.keys:
             if key not in batch:
@@ -89,8 +89,7 @@ class CovariateConditioner:
         unknown = sorted(set(values) - set(self.keys))
         if unknown:
             raise CovariateError(f"unknown covariate(s) {unknown}: expected {list(self.keys)}")
-        if int(num_samples) < 1:
-            raise CovariateError(f"num_samples={num_samples} must be >= 1")
+        num_samples = check_num_samples(num_samples)
         row = torch.tensor([check_covariate(key, values.get(key)) for key in self.keys])
         return self._condition(row.unsqueeze(0).repeat(int(num_samples), 1))
 

@@ -1,8 +1,8 @@
 """Report text -> ``Condition(context=token states)``, with prompt dropout for classifier-free guidance.
 
 Training: each report is replaced by the empty prompt with probability ``prompt_dropout`` (the paper's 10%), so
-one UNet learns both the conditional and the unconditional model. Inference: ``condition(prompts)`` and
-``null_condition(n)`` (the empty prompt) feed the guided sampler.
+one UNet learns both the conditional and the unconditional model. Inference: ``from_values(n, prompt=...)`` and
+``null(n)`` (the empty prompt) feed the guided sampler. Implements ``common.conditioning.base.Conditioner``.
 """
 
 from __future__ import annotations
@@ -12,27 +12,10 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from common.conditioning.base import Condition
+from common.conditioning.base import Condition, ConditionError, check_num_samples, drop_mask
 from common.conditioning.text import TextEncoder, check_prompt, get_text_encoder
 
-__all__ = ["TextConditioner", "check_guidance_scale"]
-
-
-def check_guidance_scale(value: object) -> float:
-    """A guidance scale as a float >= 0, or a one-line ValueError saying what to pass."""
-    try:
-        scale = float(value)  # type: ignore[arg-type]
-        if isinstance(value, bool):
-            raise TypeError
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"guidance_scale must be a number >= 0 (got {value!r}); e.g. --guidance_scale 3.0 (1.0 = no guidance)"
-        ) from None
-    if not scale >= 0.0 or scale == float("inf"):
-        raise ValueError(
-            f"guidance_scale must be a finite number >= 0 (got {value!r}); e.g. --guidance_scale 3.0 (1.0 = no guidance)"
-        )
-    return scale
+__all__ = ["TextConditioner"]
 
 
 class TextConditioner:
@@ -88,18 +71,28 @@ class TextConditioner:
         """Replace each prompt by ``""`` with probability ``prompt_dropout`` (global RNG unless a generator)."""
         if self.prompt_dropout <= 0.0:
             return list(prompts)
-        keep = torch.rand(len(prompts), generator=generator) >= self.prompt_dropout
-        return [p if k else "" for p, k in zip(prompts, keep.tolist())]
+        dropped = drop_mask(len(prompts), self.prompt_dropout, generator)
+        return ["" if d else p for p, d in zip(prompts, dropped.tolist())]
 
-    def condition(self, prompts: Sequence[str] | str) -> Condition:
-        """The Condition for user prompts (no dropout)."""
-        return Condition(context=self.encoder.encode(prompts).to(self.device))
+    def encode(self, prompts: Sequence[str]) -> Condition:
+        """The Condition of prompts as they are (no dropout)."""
+        return Condition(context=self.encoder.encode(list(prompts)).to(self.device))
 
-    def null_condition(self, num: int) -> Condition:
-        """The unconditional Condition (empty prompt) for ``num`` samples."""
-        return Condition(context=self.encoder.encode([""] * int(num)).to(self.device))
-
-    def __call__(self, batch: Mapping, train: bool = True) -> Condition:
+    def from_batch(self, batch: Mapping, train: bool = True) -> Condition:
         """The Condition of a training / validation batch; prompt dropout only when ``train``."""
         prompts = self.prompts_of(batch)
-        return self.condition(self.drop(prompts) if train else prompts)
+        return self.encode(self.drop(prompts) if train else prompts)
+
+    def from_values(self, num_samples: int = 1, prompt: str | Sequence[str] | None = None) -> Condition:
+        """One prompt shared by every sample (batch 1), or one prompt per sample (a list of num_samples)."""
+        num_samples = check_num_samples(num_samples)
+        if prompt is None:
+            raise ConditionError("missing prompt: pass --prompt \"'Small left pleural effusion.'\"")
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if len(prompts) not in (1, num_samples):
+            raise ConditionError(f"{len(prompts)} prompts for num_samples={num_samples}: give one prompt or one per sample")
+        return self.encode([check_prompt(p) for p in prompts])
+
+    def null(self, num_samples: int = 1) -> Condition:
+        """The unconditional Condition (empty prompt) for ``num_samples`` samples."""
+        return self.encode([""] * int(num_samples))

@@ -412,20 +412,21 @@ def calibrate(n: int = 60, seed: int = 100, dims: int = 3, spacing: int = 2) -> 
 
 def write_case(seed: int, index: int, path, dims: int = 3, spacing: int = 2) -> dict:
     """Write subject ``index`` (T1, FLAIR, labels, and for 3D the half-resolution T1); return its datalist entry."""
-    from ._files import write_nifti
-    from .make import round_floats
+    from common.io.writers import write_nifti
+
+    from ._files import round_floats
 
     s = generate_subject(seed, index, dims=dims, spacing=spacing)
     sub = f"sub-{index:05d}"
     entry = {"image": f"{sub}_t1.nii.gz", "flair": f"{sub}_flair.nii.gz"}
-    write_nifti(s.t1, path(entry["image"]), s.affine)
-    write_nifti(s.flair, path(entry["flair"]), s.affine)
+    write_nifti(s.t1, path(entry["image"]), s.affine, dtype=None)
+    write_nifti(s.flair, path(entry["flair"]), s.affine, dtype=None)
     if dims == 3:
         low, low_aff = downsample2(s.t1, s.affine)
         entry["image_lowres"] = f"{sub}_t1_lowres.nii.gz"
-        write_nifti(low, path(entry["image_lowres"]), low_aff)
+        write_nifti(low, path(entry["image_lowres"]), low_aff, dtype=None)
     entry["seg"] = f"{sub}_seg.nii.gz"
-    write_nifti(s.seg, path(entry["seg"]), s.affine)
+    write_nifti(s.seg, path(entry["seg"]), s.affine, dtype=None)
     c = s.covariates
     entry.update(round_floats({
         "gender": c["gender"], "age": c["age"], "ventricular_vol": c["ventricular_vol"], "brain_vol": c["brain_vol"],

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.data._image import grey_2d
+from common.data._image import as_xy, grey_2d
 
 FINDINGS = ("no_finding", "effusion", "cardiomegaly", "pneumothorax")
 FINDING_P = (0.3, 0.4, 0.15, 0.15)
@@ -28,7 +28,8 @@ PTX_LUCENT = 0.31
 
 @dataclass
 class CxrCase:
-    """One radiograph in [0, 1] (row 0 = top, column 0 = patient's right) and its ground truth."""
+    """One radiograph in [0, 1] as ``LoadImage`` reads its PNG, [W, H]: ``image[x, y]``, x = 0 the patient's right,
+    y = 0 the top; and its ground truth."""
 
     image: np.ndarray
     attributes: dict
@@ -186,18 +187,20 @@ def render(attrs: dict, size: tuple[int, int], rng: np.random.Generator) -> np.n
 
 
 def generate(seed: int, index: int = 0, size: tuple[int, int] = (128, 128)) -> CxrCase:
-    """Case ``index`` of the population with ``seed``: its image and ground truth (incl. the report)."""
+    """Case ``index`` of the population with ``seed``: its image ([W, H]; ``size`` is (H, W)) and ground truth
+    (incl. the report)."""
     rng = np.random.default_rng([int(seed), int(index), 2207])
     attrs = _sample_attributes(rng)
     image = render(attrs, size, rng)
     attrs["report"] = _report(attrs, rng)
-    return CxrCase(image, attrs)
+    return CxrCase(as_xy(image), attrs)
 
 
 def write_case(seed: int, index: int, path, size: tuple[int, int] = (128, 128)) -> dict:
     """Write case ``index`` as an 8-bit PNG; return its datalist entry."""
-    from ._files import write_png
-    from .make import round_floats
+    from common.io.writers import write_png
+
+    from ._files import round_floats
 
     c = generate(seed, index, size)
     name = f"cxr-{index:05d}.png"
@@ -297,7 +300,7 @@ def analyse(image: np.ndarray) -> dict:
 
     Returns ``effusion_side`` (none|left|right|bilateral), ``effusion_size`` (none|small|large),
     ``ctr`` (heart-to-thorax ratio), ``pneumothorax_side`` (none|left|right), ``cardiomegaly`` (ctr > 0.5),
-    plus the raw cues. Image orientation as written: row 0 top, column 0 the patient's right.
+    plus the raw cues. ``image`` is [W, H] as ``LoadImage`` reads the PNG (x = 0 the patient's right, y = 0 the top).
     """
     m = measure(image)
     sizes = {}

@@ -11,11 +11,13 @@ from pathlib import Path
 import numpy as np
 
 
-def _tile(img: np.ndarray, caption: str, scale: int = 1):
+def _tile(img: np.ndarray, caption: str, scale: int = 1, spatial_order: str = "xy"):
+    """A case's picture ([W, H] as its PNG loads; "yx": a row-major display view) with ``caption`` under it."""
     from PIL import Image, ImageDraw
 
-    a = np.clip(np.rint(np.asarray(img, np.float32) * 255), 0, 255).astype(np.uint8)
-    im = Image.fromarray(a, mode="L")
+    from common.io.writers import png_image
+
+    im = png_image(np.clip(np.asarray(img, np.float32), 0, 1), spatial_order=spatial_order)
     if scale != 1:
         im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
     out = Image.new("L", (im.width, im.height + 14), 0)
@@ -51,7 +53,7 @@ def figure(population: str, out: str | Path, n: int = 8, seed: int = 0, dims: in
     """Write a PNG grid of ``n`` cases of ``population`` to ``out`` (atomically)."""
     import io
 
-    from ._files import _atomic_bytes
+    from common.io.writers import write_bytes
 
     tiles = []
     if population == "brain" and dims == 3:
@@ -61,7 +63,7 @@ def figure(population: str, out: str | Path, n: int = 8, seed: int = 0, dims: in
             s = generate_subject(seed, i, dims=3)
             c = s.covariates
             cap = f"{'M' if c['gender'] else 'F'} {c['age_years']:.0f}y vent {c['ventricular_vol_ml']:.0f}ml"
-            tiles.append(_tile(np.concatenate([_brain_view(s.t1), _brain_view(s.flair)], axis=0), cap))
+            tiles.append(_tile(np.concatenate([_brain_view(s.t1), _brain_view(s.flair)], axis=0), cap, spatial_order="yx"))
         cols = 4
     elif population == "brain":
         from .brain import generate_subject
@@ -70,7 +72,7 @@ def figure(population: str, out: str | Path, n: int = 8, seed: int = 0, dims: in
             s = generate_subject(seed, i, dims=2)
             c = s.covariates
             cap = f"{'M' if c['gender'] else 'F'} {c['age_years']:.0f}y"
-            tiles.append(_tile(np.concatenate([np.rot90(s.t1), np.rot90(s.flair)], axis=1), cap, scale=2))
+            tiles.append(_tile(np.concatenate([np.rot90(s.t1), np.rot90(s.flair)], axis=1), cap, scale=2, spatial_order="yx"))
         cols = 4
     elif population == "cxr":
         from .cxr import generate
@@ -104,5 +106,5 @@ def figure(population: str, out: str | Path, n: int = 8, seed: int = 0, dims: in
     out = Path(out)
     if not out.parent.is_dir():
         raise ValueError(f"folder {out.parent} does not exist: create it or pick another --out")
-    _atomic_bytes(buf.getvalue(), out)
+    write_bytes(buf.getvalue(), out)
     return out

@@ -6,12 +6,13 @@ case i does not depend on how many cases are made.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ._files import StagedOutput, write_json
+from common.io.writers import write_json
+
+from ._files import StagedOutput
 
 POPULATIONS = ("brain", "cxr", "mammo", "oct")
 DATALIST_NAME = "datalist.json"
@@ -126,7 +127,3 @@ def check_population_version(content: Any, datalist: str | Path) -> None:
                          f"{current} (other images and covariates): regenerate it with `python -m common.data make "
                          f"{name} --n {header.get('n', 'N')} --seed {header.get('seed', 0)}{extra} --out NEW_DIR`")
 
-
-def round_floats(d: dict[str, Any], ndigits: int = 6) -> dict[str, Any]:
-    """Stable JSON numbers (same seed, same bytes)."""
-    return {k: (round(v, ndigits) if isinstance(v, float) and math.isfinite(v) else v) for k, v in d.items()}

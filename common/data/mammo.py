@@ -1,7 +1,7 @@
 """Mammography population: craniocaudal-like views with a breast outline, a subcutaneous fat rim and
 fibroglandular tissue whose area fraction (density) sets the masking level low / medium / high.
 
-Orientation: chest wall at column 0, nipple towards the right edge. The analyser needs only the breast to
+Orientation: chest wall at the image's left edge (x = 0 of the [W, H] array), nipple towards the right edge. The analyser needs only the breast to
 be brighter than the background and its subcutaneous fat rim to be darker than the glands.
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.data._image import grey_2d
+from common.data._image import as_xy, grey_2d
 
 MASKING = ("low", "medium", "high")
 # fibroglandular area fraction of the breast per masking level; the gaps keep the levels measurable
@@ -23,6 +23,8 @@ FAT, GLAND, BACKGROUND = 0.30, 0.78, 0.02
 
 @dataclass
 class MammoCase:
+    """One mammogram in [0, 1], [W, H] as ``LoadImage`` reads its PNG, and its ground truth."""
+
     image: np.ndarray
     attributes: dict
 
@@ -80,16 +82,16 @@ def render(density: float, size: tuple[int, int], rng: np.random.Generator) -> t
 
 
 def generate(seed: int, index: int = 0, size: tuple[int, int] = (160, 128)) -> MammoCase:
-    """Case ``index`` of the population with ``seed``."""
+    """Case ``index`` of the population with ``seed`` (image [W, H]; ``size`` is (H, W))."""
     rng = np.random.default_rng([int(seed), int(index), 4409])
     label = int(rng.integers(0, 3))
     masking = MASKING[label]
     image, density = render(float(rng.uniform(*DENSITY_RANGES[masking])), size, rng)
-    return MammoCase(image, {"masking": masking, "label": label, "density": density})
+    return MammoCase(as_xy(image), {"masking": masking, "label": label, "density": density})
 
 
 def analyse(image: np.ndarray) -> dict:
-    """Density (fibroglandular fraction) and masking level measured from an image at any intensity scale."""
+    """Density (fibroglandular fraction) and masking level measured from an image ([W, H]) at any intensity scale."""
     from scipy import ndimage as ndi
 
     a = grey_2d(image, "mammo")
@@ -111,8 +113,9 @@ def analyse(image: np.ndarray) -> dict:
 
 def write_case(seed: int, index: int, path, size: tuple[int, int] = (160, 128)) -> dict:
     """Write case ``index`` as an 8-bit PNG; return its datalist entry."""
-    from ._files import write_png
-    from .make import round_floats
+    from common.io.writers import write_png
+
+    from ._files import round_floats
 
     c = generate(seed, index, size)
     name = f"mammo-{index:05d}.png"

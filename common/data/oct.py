@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.data._image import grey_2d
+from common.data._image import as_xy, grey_2d
 
 CLASSES = ("CNV", "DME", "DRUSEN", "NORMAL")  # label = index, as in the contract
 # layers from the inner limiting membrane down: (name, share of the retina's thickness, reflectivity)
@@ -22,6 +22,8 @@ CNV_ELEVATION, CNV_WIDTH, DME_FLUID, DME_THICKNESS = 0.045, 0.08, 0.01, 0.255
 
 @dataclass
 class OctCase:
+    """One B-scan in [0, 1], [W, H] as ``LoadImage`` reads its PNG, and its ground truth."""
+
     image: np.ndarray
     attributes: dict
 
@@ -99,14 +101,14 @@ def render(cls: str, size: tuple[int, int], rng: np.random.Generator) -> np.ndar
 
 
 def generate(seed: int, index: int = 0, size: tuple[int, int] = (128, 128)) -> OctCase:
-    """Case ``index`` of the population with ``seed``."""
+    """Case ``index`` of the population with ``seed`` (image [W, H]; ``size`` is (H, W))."""
     rng = np.random.default_rng([int(seed), int(index), 6151])
     label = int(rng.integers(0, 4))
-    return OctCase(render(CLASSES[label], size, rng), {"class": CLASSES[label], "label": label})
+    return OctCase(as_xy(render(CLASSES[label], size, rng)), {"class": CLASSES[label], "label": label})
 
 
 def measure(image: np.ndarray) -> dict:
-    """OCT class cues from a B-scan at any intensity scale: RPE elevation (largest, widest, number of bumps),
+    """OCT class cues from a B-scan ([W, H]) at any intensity scale: RPE elevation (largest, widest, number of bumps),
     intraretinal dark-fluid fraction, subretinal fluid, and central retinal thickness (fractions of height)."""
     from scipy import ndimage as ndi
 
@@ -150,7 +152,7 @@ def measure(image: np.ndarray) -> dict:
 
 
 def analyse(image: np.ndarray) -> dict:
-    """Class cues and the class they point to (``class``, ``label``), for images or model samples."""
+    """Class cues and the class they point to (``class``, ``label``), for images ([W, H]) or model samples."""
     m = measure(image)
     if m["max_elevation"] > CNV_ELEVATION and m["max_elevation_width"] > CNV_WIDTH:
         cls = "CNV"
@@ -165,7 +167,7 @@ def analyse(image: np.ndarray) -> dict:
 
 def write_case(seed: int, index: int, path, size: tuple[int, int] = (128, 128)) -> dict:
     """Write case ``index`` as an 8-bit PNG; return its datalist entry."""
-    from ._files import write_png
+    from common.io.writers import write_png
 
     c = generate(seed, index, size)
     name = f"oct-{index:05d}.png"

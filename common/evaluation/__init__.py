@@ -6,9 +6,7 @@ bundle configs reference ``common.evaluation.EvaluationRunner`` directly.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from common._lazy import lazy_exports
 from common.evaluation.errors import EvaluationError
 
 _EXPORTS = {
@@ -36,11 +34,8 @@ _EXPORTS = {
 
 __all__ = ["EvaluationError", *_EXPORTS]
 
+__getattr__ = lazy_exports(__name__, _EXPORTS)[0]
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'common.evaluation' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"common.evaluation.{module}"), name)
-    globals()[name] = value
-    return value
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,7 +1,8 @@
 """Reading the two image sets an evaluation compares: a folder of samples and the real images of a datalist.
 
-Every image becomes a float32 array ``[C, *spatial]`` in ``[0, 1]``: PNG by its bit depth (8 or 16 bit), NIfTI
-reoriented to RAS (so samples and reals share axes) and min-max scaled per image. Any problem is a one-line
+Every image becomes a float32 array ``[C, *spatial]`` in ``[0, 1]``: PNG by its bit depth (8 or 16 bit) as
+``[C, W, H]``, the layout MONAI's ``LoadImage`` reads and ``common.io.write_png`` writes (so the arrays are those the
+models were trained on and sampled), NIfTI reoriented to RAS (so samples and reals share axes) and min-max scaled per image. Any problem is a one-line
 ``EvaluationError`` naming the file.
 """
 
@@ -25,17 +26,19 @@ def _suffix(path: Path) -> str:
 
 
 def _read_png(path: Path) -> np.ndarray:
+    """[C, W, H] (PIL gives rows first: [H, W] or [H, W, C])."""
     from PIL import Image
 
     with Image.open(path) as im:
         im.load()
         if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-            arr = np.asarray(im, dtype=np.float64) / 65535.0
-            return arr[None].astype(np.float32)
-        if im.mode in ("RGBA", "P", "LA", "CMYK", "YCbCr"):
-            im = im.convert("RGB" if im.mode not in ("LA",) else "L")
-        arr = np.asarray(im, dtype=np.float32) / 255.0
-    return arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)
+            arr = (np.asarray(im, dtype=np.float64) / 65535.0).astype(np.float32)
+        else:
+            if im.mode in ("RGBA", "P", "LA", "CMYK", "YCbCr"):
+                im = im.convert("RGB" if im.mode not in ("LA",) else "L")
+            arr = np.asarray(im, dtype=np.float32) / 255.0
+    arr = np.swapaxes(arr, 0, 1)  # [W, H, (C)]
+    return np.ascontiguousarray(arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0))
 
 
 def _read_nifti(path: Path) -> np.ndarray:

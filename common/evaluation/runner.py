@@ -7,9 +7,11 @@ a bad input leaves no file behind.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,17 +34,155 @@ from common.evaluation.metrics import (
 )
 from common.evaluation.report import format_table, write_report
 
-METRICS = (
-    "fid",
-    "ms_ssim_diversity",
-    "ms_ssim_diversity_real",
-    "mmd",
-    "ms_ssim_reconstruction",
-    "psnr",
-    "mae",
-    "auc",
-)
-PAIRED = ("ms_ssim_reconstruction", "psnr", "mae")
+
+
+@dataclass
+class _Inputs:
+    """What the metrics read: both image sets and their files; the paired images are made once, on first use."""
+
+    runner: EvaluationRunner
+    samples: torch.Tensor
+    s_paths: list[Path]
+    reals: torch.Tensor
+    r_paths: list[Path]
+
+    @functools.cached_property
+    def paired(self) -> tuple[torch.Tensor, torch.Tensor, str]:
+        """(reals, their counterparts, how they were paired) for the paired metrics."""
+        r = self.runner
+        if r.autoencoder is not None:
+            return self.reals, r._reconstruct(self.reals), "autoencoder reconstruction of reals"
+        si, ri, order = r._pairs(self.s_paths, self.r_paths)
+        return self.reals[ri], self.samples[si], f"samples vs reals, paired {order}"
+
+
+def _row(metric: str, value: float, n: Any, method: str | None, settings: dict[str, Any], extractor: str | None = None) -> dict[str, Any]:
+    v = float(value)  # JSON has no inf / nan (PSNR of identical images is inf): those become strings
+    return {"metric": metric, "value": v if np.isfinite(v) else str(v), "n": n, "extractor": extractor,
+            "method": method, "settings": settings}
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A metric of the runner: ``check(runner, inputs, name)`` raises a one-line EvaluationError before anything
+    expensive runs; ``compute(runner, inputs, name)`` returns its report row."""
+
+    check: Callable[[EvaluationRunner, _Inputs, str], None]
+    compute: Callable[[EvaluationRunner, _Inputs, str], dict[str, Any]]
+    paired: bool = False
+
+
+def _check_fid(r: EvaluationRunner, x: _Inputs, name: str) -> None:
+    resolve_method(x.samples.ndim - 2, r.extractor, r.feature_method)
+    for what, t in (("samples", x.samples), ("real images", x.reals)):
+        if t.shape[0] < r.min_fid_samples:
+            raise EvaluationError(f"FID needs at least {r.min_fid_samples} {what}, got {t.shape[0]}; provide more or drop 'fid'")
+
+
+def _fid(r: EvaluationRunner, x: _Inputs, name: str) -> dict[str, Any]:
+    kw = dict(extractor=r.extractor, method=r.feature_method, batch_size=r.batch_size,
+              slices_per_plane=r.slices_per_plane, slice_range=r.slice_range, device=r.device,
+              progress=r.progress, weights_path=r.extractor_weights)
+    f_real, f_fake = extract_features(x.reals, **kw), extract_features(x.samples, **kw)
+    per_plane = fid_per_plane(f_real, f_fake)
+    settings = dict(f_fake.settings)  # slice indices stay in the features; sizes may differ per set
+    for axis in range(3):
+        settings.pop(f"slices_axis{axis}", None)
+    if len(per_plane) > 1:
+        settings["fid_per_plane"] = [round(v, 6) for v in per_plane]
+    settings["feature_vectors"] = {"samples": f_fake.n, "reals": f_real.n}
+    return _row(name, float(np.mean(per_plane)), {"samples": x.samples.shape[0], "reals": x.reals.shape[0]},
+                f_fake.method, settings, r.extractor)
+
+
+def _check_ms_ssim(r: EvaluationRunner, x: _Inputs) -> None:
+    for t in (x.samples, x.reals):
+        ms_ssim_settings(t.shape[2:], r.ms_ssim_kernel_size, r.ms_ssim_scales)
+
+
+def _check_diversity(r: EvaluationRunner, x: _Inputs, name: str, real: bool) -> None:
+    if (x.reals if real else x.samples).shape[0] < 2:
+        raise EvaluationError("MS-SSIM diversity of reals needs at least 2 real images" if real
+                              else "MS-SSIM diversity needs at least 2 samples; generate more or drop it")
+    _check_ms_ssim(r, x)
+
+
+def _diversity(r: EvaluationRunner, x: _Inputs, name: str, real: bool) -> dict[str, Any]:
+    images = x.reals if real else x.samples
+    st = ms_ssim_settings(images.shape[2:], r.ms_ssim_kernel_size, r.ms_ssim_scales)
+    value = ms_ssim_diversity(images, max_pairs=r.max_pairs, seed=r.seed, settings=st)
+    n_pairs = len(distinct_pairs(images.shape[0], r.max_pairs, r.seed))
+    return _row(name, value, n_pairs, "mean over pairs of distinct images", {**st, "max_pairs": r.max_pairs, "seed": r.seed})
+
+
+def _check_same_size(x: _Inputs, what: str) -> None:
+    if x.samples.shape[2:] != x.reals.shape[2:]:
+        raise EvaluationError(
+            f"{what}: sample size {tuple(x.samples.shape[2:])} and real size {tuple(x.reals.shape[2:])} cannot be "
+            "compared; set spatial_size"
+        )
+
+
+def _check_mmd(r: EvaluationRunner, x: _Inputs, name: str) -> None:
+    _check_same_size(x, "MMD")
+    if min(x.samples.shape[0], x.reals.shape[0]) < 2:
+        raise EvaluationError("MMD needs at least 2 samples and 2 real images")
+
+
+def _mmd(r: EvaluationRunner, x: _Inputs, name: str) -> dict[str, Any]:
+    n = min(x.samples.shape[0], x.reals.shape[0])
+    return _row(name, mmd(x.reals[:n], x.samples[:n]), n, "linear kernel on voxels, first n of each set", {})
+
+
+def _check_paired(r: EvaluationRunner, x: _Inputs, name: str) -> None:
+    if r.autoencoder is None:
+        _check_same_size(x, "paired metrics")
+        r._pairs(x.s_paths, x.r_paths)
+
+
+def _check_reconstruction(r: EvaluationRunner, x: _Inputs, name: str) -> None:
+    _check_paired(r, x, name)
+    _check_ms_ssim(r, x)
+
+
+def _reconstruction(r: EvaluationRunner, x: _Inputs, name: str) -> dict[str, Any]:
+    real_p, pred_p, how = x.paired
+    st = ms_ssim_settings(real_p.shape[2:], r.ms_ssim_kernel_size, r.ms_ssim_scales)
+    return _row(name, ms_ssim_reconstruction(real_p, pred_p, settings=st), real_p.shape[0], how, st)
+
+
+def _psnr(r: EvaluationRunner, x: _Inputs, name: str) -> dict[str, Any]:
+    real_p, pred_p, how = x.paired
+    return _row(name, psnr(real_p, pred_p), real_p.shape[0], how, {"data_range": 1.0, "unit": "dB"})
+
+
+def _mae(r: EvaluationRunner, x: _Inputs, name: str) -> dict[str, Any]:
+    real_p, pred_p, how = x.paired
+    return _row(name, mae(real_p, pred_p), real_p.shape[0], how, {"data_range": 1.0})
+
+
+def _check_auc(r: EvaluationRunner, x: _Inputs, name: str) -> None:
+    r._scores()
+
+
+def _auc(r: EvaluationRunner, x: _Inputs, name: str) -> dict[str, Any]:
+    s_in, s_out = r._scores()
+    return _row(name, auc(s_in, s_out), {"in": len(s_in), "out": len(s_out)}, "ROC AUC, out-of-distribution positive", {})
+
+
+# Every metric the runner knows, in report order: its input check and its computation.
+METRIC_SPECS: dict[str, MetricSpec] = {
+    "fid": MetricSpec(_check_fid, _fid),
+    "ms_ssim_diversity": MetricSpec(functools.partial(_check_diversity, real=False), functools.partial(_diversity, real=False)),
+    "ms_ssim_diversity_real": MetricSpec(functools.partial(_check_diversity, real=True), functools.partial(_diversity, real=True)),
+    "mmd": MetricSpec(_check_mmd, _mmd),
+    "ms_ssim_reconstruction": MetricSpec(_check_reconstruction, _reconstruction, paired=True),
+    "psnr": MetricSpec(_check_paired, _psnr, paired=True),
+    "mae": MetricSpec(_check_paired, _mae, paired=True),
+    "auc": MetricSpec(_check_auc, _auc),
+}
+METRICS = tuple(METRIC_SPECS)
+PAIRED = tuple(m for m, spec in METRIC_SPECS.items() if spec.paired)
 
 
 class EvaluationRunner:
@@ -130,41 +270,14 @@ class EvaluationRunner:
             )
         return self._resize(samples), s_paths, self._resize(reals), r_paths, split
 
-    def _check(self, samples: torch.Tensor, reals: torch.Tensor, s_paths: list[Path], r_paths: list[Path]) -> None:
+    def _check(self, inputs: _Inputs) -> None:
         """Everything that can be known wrong before the expensive steps."""
-        same_size = samples.shape[2:] == reals.shape[2:]
-        if "fid" in self.metrics:
-            resolve_method(samples.ndim - 2, self.extractor, self.feature_method)
-            for what, t in (("samples", samples), ("real images", reals)):
-                if t.shape[0] < self.min_fid_samples:
-                    raise EvaluationError(
-                        f"FID needs at least {self.min_fid_samples} {what}, got {t.shape[0]}; provide more or drop 'fid'"
-                    )
-        if "ms_ssim_diversity" in self.metrics and samples.shape[0] < 2:
-            raise EvaluationError("MS-SSIM diversity needs at least 2 samples; generate more or drop it")
-        if "ms_ssim_diversity_real" in self.metrics and reals.shape[0] < 2:
-            raise EvaluationError("MS-SSIM diversity of reals needs at least 2 real images")
-        if "mmd" in self.metrics:
-            if not same_size:
-                raise EvaluationError(
-                    f"MMD: sample size {tuple(samples.shape[2:])} and real size {tuple(reals.shape[2:])} cannot be "
-                    "compared; set spatial_size"
-                )
-            if min(samples.shape[0], reals.shape[0]) < 2:
-                raise EvaluationError("MMD needs at least 2 samples and 2 real images")
-        if any(m in self.metrics for m in PAIRED) and self.autoencoder is None:
-            if not same_size:
-                raise EvaluationError(
-                    f"paired metrics: sample size {tuple(samples.shape[2:])} and real size {tuple(reals.shape[2:])} "
-                    "cannot be compared; set spatial_size"
-                )
-            self._pairs(s_paths, r_paths)
-        for m in ("ms_ssim_diversity", "ms_ssim_diversity_real", "ms_ssim_reconstruction"):
-            if m in self.metrics:
-                ms_ssim_settings(samples.shape[2:], self.ms_ssim_kernel_size, self.ms_ssim_scales)
-                ms_ssim_settings(reals.shape[2:], self.ms_ssim_kernel_size, self.ms_ssim_scales)
-        if "auc" in self.metrics:
-            self._scores()
+        for metric in self._ordered():
+            METRIC_SPECS[metric].check(self, inputs, metric)
+
+    def _ordered(self) -> list[str]:
+        """The chosen metrics in report order."""
+        return [m for m in METRICS if m in self.metrics]
 
     @staticmethod
     def _stem(p: Path) -> str:
@@ -231,60 +344,9 @@ class EvaluationRunner:
     def run(self) -> dict[str, Any]:
         """Read, check, compute every metric, print the table and write the report; returns the report."""
         samples, s_paths, reals, r_paths, split = self._load()
-        self._check(samples, reals, s_paths, r_paths)
-        results: list[dict[str, Any]] = []
-
-        def add(metric: str, value: float, n: Any, method: str | None, settings: dict[str, Any], extractor: str | None = None) -> None:
-            v = float(value)  # JSON has no inf / nan (PSNR of identical images is inf): those become strings
-            results.append({
-                "metric": metric, "value": v if np.isfinite(v) else str(v), "n": n,
-                "extractor": extractor, "method": method, "settings": settings,
-            })
-
-        def ms_settings(shape: Sequence[int]) -> dict[str, Any]:
-            return ms_ssim_settings(shape, self.ms_ssim_kernel_size, self.ms_ssim_scales)
-
-        if "fid" in self.metrics:
-            kw = dict(extractor=self.extractor, method=self.feature_method, batch_size=self.batch_size,
-                      slices_per_plane=self.slices_per_plane, slice_range=self.slice_range, device=self.device,
-                      progress=self.progress, weights_path=self.extractor_weights)
-            f_real, f_fake = extract_features(reals, **kw), extract_features(samples, **kw)
-            per_plane = fid_per_plane(f_real, f_fake)
-            settings = dict(f_fake.settings)  # slice indices stay in the features; sizes may differ per set
-            for axis in range(3):
-                settings.pop(f"slices_axis{axis}", None)
-            if len(per_plane) > 1:
-                settings["fid_per_plane"] = [round(v, 6) for v in per_plane]
-            settings["feature_vectors"] = {"samples": f_fake.n, "reals": f_real.n}
-            add("fid", float(np.mean(per_plane)), {"samples": samples.shape[0], "reals": reals.shape[0]},
-                f_fake.method, settings, self.extractor)
-        for metric, images in (("ms_ssim_diversity", samples), ("ms_ssim_diversity_real", reals)):
-            if metric in self.metrics:
-                st = ms_settings(images.shape[2:])
-                value = ms_ssim_diversity(images, max_pairs=self.max_pairs, seed=self.seed, settings=st)
-                n_pairs = len(distinct_pairs(images.shape[0], self.max_pairs, self.seed))
-                add(metric, value, n_pairs, "mean over pairs of distinct images",
-                    {**st, "max_pairs": self.max_pairs, "seed": self.seed})
-        if "mmd" in self.metrics:
-            n = min(samples.shape[0], reals.shape[0])
-            add("mmd", mmd(reals[:n], samples[:n]), n, "linear kernel on voxels, first n of each set", {})
-        if any(m in self.metrics for m in PAIRED):
-            if self.autoencoder is not None:
-                real_p, pred_p, how = reals, self._reconstruct(reals), "autoencoder reconstruction of reals"
-            else:
-                si, ri, order = self._pairs(s_paths, r_paths)
-                real_p, pred_p, how = reals[ri], samples[si], f"samples vs reals, paired {order}"
-            n = real_p.shape[0]
-            if "ms_ssim_reconstruction" in self.metrics:
-                st = ms_settings(real_p.shape[2:])
-                add("ms_ssim_reconstruction", ms_ssim_reconstruction(real_p, pred_p, settings=st), n, how, st)
-            if "psnr" in self.metrics:
-                add("psnr", psnr(real_p, pred_p), n, how, {"data_range": 1.0, "unit": "dB"})
-            if "mae" in self.metrics:
-                add("mae", mae(real_p, pred_p), n, how, {"data_range": 1.0})
-        if "auc" in self.metrics:
-            s_in, s_out = self._scores()
-            add("auc", auc(s_in, s_out), {"in": len(s_in), "out": len(s_out)}, "ROC AUC, out-of-distribution positive", {})
+        inputs = _Inputs(self, samples, s_paths, reals, r_paths)
+        self._check(inputs)
+        results = [METRIC_SPECS[metric].compute(self, inputs, metric) for metric in self._ordered()]
 
         report = {
             "name": self.name,

@@ -1,16 +1,14 @@
-"""Atomic sample writers: NIfTI with its affine, PNG. A failed write leaves no partial file.
+"""Atomic file writers: NIfTI with its affine, PNG in MONAI's [W, H] layout, JSON. A failed write leaves no
+partial file.
 
 Imports are lazy so that ``import common.io`` stays light (no torch / nibabel / PIL until a writer runs).
 """
 
 from __future__ import annotations
 
-__all__ = ["write_nifti", "write_png", "atomic_path"]
+from common._lazy import lazy_exports
 
-
-def __getattr__(name: str):
-    if name in __all__:
-        from common.io import writers
-
-        return getattr(writers, name)
-    raise AttributeError(f"module 'common.io' has no attribute {name!r}")
+_EXPORTS = {name: "writers" for name in
+            ("write_nifti", "write_png", "write_json", "write_bytes", "png_image", "atomic_path", "current_umask")}
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports("common.io", _EXPORTS)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from common.conditioning.base import Condition
+from common.sampling.settings import GenerationSettings, RunSettings
 
 FORMATS = {"nifti": ".nii.gz", "png": ".png"}
 
@@ -26,57 +27,60 @@ def sample_filename(prefix: str, seed: int, index: int, file_format: str) -> str
     return f"{prefix}_seed{seed}_{index:04d}{FORMATS[file_format]}"
 
 
-def _check_int(name: str, value, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
-
-
-def _slice_condition(cond: Condition | None, lo: int, hi: int) -> Condition | None:
-    """Rows lo:hi of a per-sample condition; a shared (batch 1) condition is passed as is."""
-    if cond is None:
-        return None
-
-    def part(t):
-        return t if t is None or t.shape[0] == 1 else t[lo:hi]
-
-    return Condition(part(cond.context), part(cond.concat))
+def _tags(sample_tags: Sequence[str] | str | None, num_samples: int) -> list[str]:
+    """One file-name tag per sample (the condition: a class, a prompt hash), from one shared tag or one each."""
+    if sample_tags is None:
+        return [""] * num_samples
+    tags = [sample_tags] if isinstance(sample_tags, str) else [str(t) for t in sample_tags]
+    if len(tags) not in (1, num_samples):
+        raise ValueError(f"{len(tags)} sample tags for num_samples={num_samples}: give one or one per sample")
+    for tag in tags:
+        if any(c in tag for c in "/\\") or tag.startswith("."):
+            raise ValueError(f"sample tag {tag!r} is not a plain file-name part")
+    return tags * num_samples if len(tags) == 1 else tags
 
 
 def run_sampling(
     sampler,
     output_dir: str | os.PathLike,
-    num_samples: int = 1,
-    seed: int = 0,
     condition: Condition | None = None,
     null_condition: Condition | None = None,
+    num_samples: int = 1,
+    seed: int = 0,
     batch_size: int = 1,
+    num_inference_steps: int = 50,
+    guidance_scale: float = 1.0,
+    progress: bool = True,
     file_format: str = "nifti",
     affine=None,
     prefix: str = "sample",
+    sample_tags: Sequence[str] | str | None = None,
     output_range: Sequence[float] | None = (0.0, 1.0),
+    release_denoiser: bool = False,
 ) -> list[str]:
     """Sample ``num_samples`` images with ``sampler`` (a ``LatentDiffusionSampler``) and write them to ``output_dir``.
 
-    Sample i starts from noise seeded by (seed, i) only, so the same seed gives the same files whatever the
-    batch size. Values are clipped to ``output_range`` (NIfTI) or mapped from it to [0, 1] (PNG). Files are
+    Sample i starts from noise seeded by (seed, i) only. Every latent is drawn first; then, with
+    ``release_denoiser``, the denoiser's weights are freed (the decoder gets the memory: 3D bundles); then the
+    latents are decoded and written. Values are clipped to ``output_range`` (NIfTI) or mapped from it to [0, 1]
+    (PNG). File names carry ``prefix``, the sample's tag (its condition), the seed and the index. Files are
     written into a temp folder inside ``output_dir`` and renamed into place only after every sample succeeded;
-    on any error nothing is left behind. Returns the written paths in sample order.
+    on any error nothing is left behind. Prints and returns the written paths in sample order.
     """
-    num_samples = _check_int("num_samples", num_samples, 1)
-    seed = _check_int("seed", seed, 0)
-    batch_size = _check_int("batch_size", batch_size, 1)
+    run = RunSettings(num_samples=num_samples, seed=seed, batch_size=batch_size)
+    gen_settings = GenerationSettings(num_inference_steps, guidance_scale, progress)
     if file_format not in FORMATS:
         raise ValueError(f"file_format must be one of {', '.join(FORMATS)}, got {file_format!r}")
     if not prefix or any(c in prefix for c in "/\\"):
         raise ValueError(f"prefix must be a plain file-name prefix, got {prefix!r}")
     if output_range is not None and not (len(output_range) == 2 and float(output_range[0]) < float(output_range[1])):
         raise ValueError(f"output_range must be (low, high) with low < high, got {output_range!r}")
+    n = run.num_samples
     for name, cond in (("condition", condition), ("null_condition", null_condition)):
-        if cond is not None:
-            for t in (cond.context, cond.concat):
-                if t is not None and t.shape[0] not in (1, num_samples):
-                    raise ValueError(f"{name} has batch {t.shape[0]}; give 1 (shared) or num_samples={num_samples}")
+        if cond is not None and cond.batch_size not in (None, 1, n):
+            raise ValueError(f"{name} has batch {cond.batch_size}; give 1 (shared) or num_samples={n}")
+    tags = _tags(sample_tags, n)
+    names = [sample_filename(f"{prefix}_{tag}" if tag else prefix, run.seed, i, file_format) for i, tag in enumerate(tags)]
     out_dir = Path(output_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"output_dir {out_dir} is a file; give a folder")
@@ -86,25 +90,23 @@ def run_sampling(
     from common.io.writers import write_nifti, write_png
 
     tmp_dir = Path(tempfile.mkdtemp(prefix=".tmp-sampling-", dir=out_dir))
-    names = [sample_filename(prefix, seed, i, file_format) for i in range(num_samples)]
+    batches = [(lo, min(lo + run.batch_size, n)) for lo in range(0, n, run.batch_size)]
     try:
-        for lo in range(0, num_samples, batch_size):
-            hi = min(lo + batch_size, num_samples)
+        latents = []
+        for lo, hi in batches:
             noise = torch.stack(
-                [
-                    torch.randn(sampler.latent_shape, generator=torch.Generator().manual_seed(sample_seed(seed, i)))
-                    for i in range(lo, hi)
-                ]
+                [sampler.noise(1, torch.Generator().manual_seed(sample_seed(run.seed, i)))[0] for i in range(lo, hi)]
             )
-            gen = torch.Generator().manual_seed(sample_seed(seed, lo, stream=1))
-            images = sampler.sample(
-                _slice_condition(condition, lo, hi),
-                _slice_condition(null_condition, lo, hi),
-                num_samples=hi - lo,
-                generator=gen,
-                noise=noise,
-            )
-            images = images.float().cpu()
+            gen = torch.Generator().manual_seed(sample_seed(run.seed, lo, stream=1))
+            latents.append(sampler.sample_latents(
+                None if condition is None else condition[lo:hi],
+                None if null_condition is None else null_condition[lo:hi],
+                num_samples=hi - lo, generator=gen, noise=noise, settings=gen_settings,
+            ).cpu())
+        if release_denoiser:
+            sampler.release_denoiser()
+        for (lo, hi), batch_latents in zip(batches, latents):
+            images = sampler.decode(batch_latents.to(sampler.device)).float().cpu()
             if output_range is not None:
                 low, high = float(output_range[0]), float(output_range[1])
                 images = images.clamp(low, high)
@@ -119,6 +121,8 @@ def run_sampling(
         for name in names:
             os.replace(tmp_dir / name, out_dir / name)
             paths.append(str(out_dir / name))
+        for path in paths:
+            print(path)
         return paths
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)

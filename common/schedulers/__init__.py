@@ -17,6 +17,7 @@ _EXPORTS = {
     "PNDMScheduler": "pndm",
     "DPMSolverMultistepScheduler": "dpm_solver",
     "check_num_steps": "_timesteps",
+    "predict_x0_eps": "prediction",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -11,6 +11,7 @@ import torch
 from monai.networks.schedulers import DDIMScheduler as _MonaiDDIM
 
 from ._timesteps import check_num_steps, next_timestep, prev_timestep
+from .prediction import predict_x0_eps
 
 
 class DDIMScheduler(_MonaiDDIM):
@@ -49,16 +50,7 @@ class DDIMScheduler(_MonaiDDIM):
         t = int(timestep)
         alpha_prod_t = self.alphas_cumprod[t]
         alpha_prod_prev = self.alphas_cumprod[target] if target >= 0 else self.final_alpha_cumprod
-        beta_prod_t = 1 - alpha_prod_t
-        if self.prediction_type == "epsilon":
-            pred_x0 = (sample - beta_prod_t**0.5 * model_output) / alpha_prod_t**0.5
-            pred_eps = model_output
-        elif self.prediction_type == "sample":
-            pred_x0 = model_output
-            pred_eps = (sample - alpha_prod_t**0.5 * pred_x0) / beta_prod_t**0.5
-        else:  # v_prediction
-            pred_x0 = alpha_prod_t**0.5 * sample - beta_prod_t**0.5 * model_output
-            pred_eps = alpha_prod_t**0.5 * model_output + beta_prod_t**0.5 * sample
+        pred_x0, pred_eps = predict_x0_eps(model_output, sample, alpha_prod_t, self.prediction_type)
         if self.clip_sample:
             pred_x0 = torch.clamp(pred_x0, self.clip_sample_values[0], self.clip_sample_values[1])
         std = 0.0

@@ -13,6 +13,7 @@ import torch
 from monai.networks.schedulers import DDPMScheduler as _MonaiDDPM
 
 from ._timesteps import check_num_steps, prev_timestep
+from .prediction import predict_x0_eps
 
 
 class DDPMScheduler(_MonaiDDPM):
@@ -54,13 +55,7 @@ class DDPMScheduler(_MonaiDDPM):
             model_output, predicted = torch.split(model_output, sample.shape[1], dim=1)
         t = int(timestep)
         prev = prev_timestep(self.timesteps, t)
-        abar_t = self.alphas_cumprod[t]
-        if self.prediction_type == "epsilon":
-            pred_x0 = (sample - (1 - abar_t) ** 0.5 * model_output) / abar_t**0.5
-        elif self.prediction_type == "sample":
-            pred_x0 = model_output
-        else:  # v_prediction
-            pred_x0 = abar_t**0.5 * sample - (1 - abar_t) ** 0.5 * model_output
+        pred_x0, _ = predict_x0_eps(model_output, sample, self.alphas_cumprod[t], self.prediction_type)
         if self.clip_sample:
             pred_x0 = torch.clamp(pred_x0, self.clip_sample_values[0], self.clip_sample_values[1])
         x0_coef, xt_coef, var, beta = self.posterior(t, prev)

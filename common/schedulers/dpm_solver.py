@@ -15,8 +15,7 @@ import torch
 from monai.networks.schedulers import Scheduler
 
 from ._timesteps import check_num_steps
-
-PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+from .prediction import PREDICTION_TYPES, predict_x0_eps
 
 
 def lambda_uniform_timesteps(alphas_cumprod: torch.Tensor, n: int) -> np.ndarray:
@@ -75,17 +74,15 @@ class DPMSolverMultistepScheduler(Scheduler):
         self.timesteps = torch.from_numpy(lambda_uniform_timesteps(self.alphas_cumprod, n)).to(device)
         self._history: list[tuple[int, float, torch.Tensor]] = []  # (index, lambda, x0) of the previous step
 
+    def _abar(self, t: int) -> float:
+        return float(self.alphas_cumprod[t]) if t >= 0 else 1.0
+
     def _alpha_sigma(self, t: int) -> tuple[float, float]:
-        abar = float(self.alphas_cumprod[t]) if t >= 0 else 1.0
+        abar = self._abar(t)
         return abar**0.5, (1.0 - abar) ** 0.5
 
-    def _x0(self, model_output: torch.Tensor, sample: torch.Tensor, alpha: float, sigma: float) -> torch.Tensor:
-        if self.prediction_type == "epsilon":
-            x0 = (sample - sigma * model_output) / alpha
-        elif self.prediction_type == "v_prediction":
-            x0 = alpha * sample - sigma * model_output
-        else:
-            x0 = model_output
+    def _x0(self, model_output: torch.Tensor, sample: torch.Tensor, t: int) -> torch.Tensor:
+        x0, _ = predict_x0_eps(model_output, sample, self._abar(t), self.prediction_type)
         if self.clip_sample:
             x0 = torch.clamp(x0, self.clip_sample_values[0], self.clip_sample_values[1])
         return x0
@@ -102,7 +99,7 @@ class DPMSolverMultistepScheduler(Scheduler):
         t_next = steps[i + 1] if i + 1 < len(steps) else -1
         alpha_s, sigma_s = self._alpha_sigma(t)
         alpha_t, sigma_t = self._alpha_sigma(t_next)
-        x0 = self._x0(model_output, sample, alpha_s, sigma_s)
+        x0 = self._x0(model_output, sample, t)
         lam_s = float(np.log(alpha_s) - np.log(sigma_s))
         if t_next < 0:  # clean end: sigma_t = 0, first-order update gives x0 exactly
             prev = x0

@@ -17,6 +17,7 @@ import torch
 from monai.networks.schedulers import PNDMScheduler as _MonaiPNDM
 
 from ._timesteps import check_num_steps
+from .prediction import predict_x0_eps
 
 
 class PNDMScheduler(_MonaiPNDM):
@@ -42,11 +43,10 @@ class PNDMScheduler(_MonaiPNDM):
         if self.counter == 0:
             self.ets = []  # a new sampling run without a new set_timesteps
         abar = self.alphas_cumprod[int(timestep)]
-        if self.prediction_type == "v_prediction":
-            # convert v -> eps here, at this call's own timestep and sample: MONAI converts after mixing the
-            # stored outputs of earlier timesteps, with the current timestep's coefficients (wrong)
-            model_output = abar**0.5 * model_output + (1 - abar) ** 0.5 * sample
-        x0 = (sample - (1 - abar) ** 0.5 * model_output) / abar**0.5
+        # convert the output to eps here, at this call's own timestep and sample: for v, MONAI converts after mixing
+        # the stored outputs of earlier timesteps, with the current timestep's coefficients (wrong)
+        _, model_output = predict_x0_eps(model_output, sample, abar, self.prediction_type)
+        x0, _ = predict_x0_eps(model_output, sample, abar, "epsilon")
         prediction_type, self.prediction_type = self.prediction_type, "epsilon"
         try:
             prev, _ = super().step(model_output, timestep, sample)

@@ -1,13 +1,13 @@
 """Trainers of the two-stage generative recipes, shared by the bundles (2D and 3D).
 
-Stage 1, autoencoder: `monai.engines.AdversarialTrainer` with `KLAutoencoderInferer`, `AutoencoderLoss`
-(L1 + KL + optional perceptual, `build_perceptual_loss` never downloads), `GeneratorAdversarialLoss` (warm-up)
+Stage 1, autoencoder: `monai.engines.AdversarialTrainer` with `KLAutoencoderInferer` or `VQAutoencoderInferer`
+(codebook perplexity and usage), `AutoencoderLoss` (L1 + KL or quantisation + optional perceptual, `build_perceptual_loss` never downloads), `GeneratorAdversarialLoss` (warm-up)
 and `DiscriminatorAdversarialLoss`.
 Stage 2, diffusion: `monai.engines.SupervisedTrainer` with `LatentCacheDataset` (frozen autoencoder latents,
 scale factor), `ConditionedDiffusionPrepareBatch` (epsilon / v_prediction, a conditioner batch -> Condition)
 and `ConditionedDiffusionInferer`.
-Handlers: `SafetensorsExport` (inference weights + scale factor), `ResumeFromLatest`, `EngineProgress`,
-`TermsToOutput`. Names resolve lazily so `import common.training` does not import torch.
+Handlers: one list per stage from `stage_handlers` (progress, time limit, resume, loss terms, finite-loss stop,
+logs, checkpoints, `SafetensorsExport`). Names resolve lazily so `import common.training` does not import torch.
 """
 
 from __future__ import annotations
@@ -32,9 +32,14 @@ _EXPORTS = {
     "EngineProgress": "handlers",
     "TermsToOutput": "handlers",
     "TimeLimit": "handlers",
+    "FiniteLoss": "handlers",
+    "TrainingError": "handlers",
+    "stage_handlers": "handlers",
+    "loggable": "handlers",
+    "VQAutoencoderInferer": "autoencoder",
+    "codebook_stats": "autoencoder",
     "latest_checkpoint": "handlers",
     "load_datalist": "data",
-    "run_stage": "stages",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,8 +1,10 @@
-"""Stage 1 of an LDM recipe: AutoencoderKL with L1 + KL + perceptual + patch-adversarial losses.
+"""Stage 1 of every two-stage recipe: an AutoencoderKL or a VQVAE with L1 + regulariser (KL or quantisation)
++ perceptual + patch-adversarial losses.
 
-Runs inside `monai.engines.AdversarialTrainer`: the inferer below returns only the reconstruction (what the
-trainer hands to the discriminator) and keeps the posterior of the same forward pass so that the
-reconstruction loss can add the KL term; the generator adversarial loss is switched on after a warm-up.
+Runs inside `monai.engines.AdversarialTrainer`: the inferer returns only the reconstruction (what the trainer
+hands to the discriminator) and keeps the regulariser of the same forward pass (`regularisers`) and, for a VQVAE,
+codebook statistics (`stats`: perplexity and the fraction of codes used in the batch) so that the loss adds the
+regulariser and the logs show the codebook; the generator adversarial loss is switched on after a warm-up.
 """
 
 from __future__ import annotations
@@ -32,16 +34,52 @@ def kl_divergence(z_mu: torch.Tensor, z_sigma: torch.Tensor) -> torch.Tensor:
 
 
 class KLAutoencoderInferer(Inferer):
-    """Runs an AutoencoderKL and returns the reconstruction; keeps the KL of that same forward in `last_kl`."""
+    """Runs an AutoencoderKL and returns the reconstruction; keeps the KL of that same forward."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.last_kl: torch.Tensor | None = None
+        self.regularisers: dict[str, torch.Tensor] = {}
+        self.stats: dict[str, float] = {}
 
     def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
         reconstruction, z_mu, z_sigma = network(inputs)
-        self.last_kl = kl_divergence(z_mu, z_sigma)
+        self.regularisers = {"kl": kl_divergence(z_mu, z_sigma)}
         return reconstruction
+
+
+class VQAutoencoderInferer(Inferer):
+    """Runs a MONAI VQVAE and returns the reconstruction; keeps its quantisation loss and codebook statistics.
+
+    The code indices are read with a forward hook on the quantiser, so a DDP-wrapped network still runs through
+    its own forward (gradients synchronise).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.regularisers: dict[str, torch.Tensor] = {}
+        self.stats: dict[str, float] = {}
+
+    def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+        from common.sampling.denoiser import unwrap
+
+        quantizer = unwrap(network).quantizer.quantizer
+        captured: dict[str, torch.Tensor] = {}
+        handle = quantizer.register_forward_hook(lambda module, args, out: captured.__setitem__("indices", out[2]))
+        try:
+            reconstruction, quantization_loss = network(inputs)
+        finally:
+            handle.remove()
+        self.regularisers = {"quantization": quantization_loss}
+        self.stats = codebook_stats(captured["indices"], int(quantizer.num_embeddings))
+        return reconstruction
+
+
+def codebook_stats(indices: torch.Tensor, num_embeddings: int) -> dict[str, float]:
+    """Perplexity (effective number of codes) and the fraction of the codebook used, over a batch of indices."""
+    counts = torch.bincount(indices.detach().reshape(-1).long().cpu(), minlength=num_embeddings).float()
+    probs = counts / counts.sum().clamp_min(1.0)
+    perplexity = torch.exp(-(probs * torch.log(probs + 1e-10)).sum())
+    return {"perplexity": float(perplexity), "codebook_usage": float((counts > 0).float().mean())}
 
 
 def build_perceptual_loss(
@@ -79,21 +117,24 @@ def build_perceptual_loss(
 
 
 class AutoencoderLoss(torch.nn.Module):
-    """L1 reconstruction + kl_weight * KL (taken from the inferer) + perceptual_weight * perceptual.
+    """L1 reconstruction + the inferer's regulariser (kl_weight * KL or quantization_weight * quantisation loss)
+    + perceptual_weight * perceptual.
 
-    `last_terms` holds the float value of each term of the latest call (logged to TensorBoard).
+    `last_terms` holds the float value of each term (and the inferer's codebook stats) of the latest call,
+    logged to TensorBoard.
     """
 
     def __init__(
         self,
-        inferer: KLAutoencoderInferer,
+        inferer: KLAutoencoderInferer | VQAutoencoderInferer,
         kl_weight: float = 1e-6,
         perceptual_loss: torch.nn.Module | None = None,
         perceptual_weight: float = 0.001,
+        quantization_weight: float = 1.0,
     ) -> None:
         super().__init__()
         self.inferer = inferer
-        self.kl_weight = float(kl_weight)
+        self.weights = {"kl": float(kl_weight), "quantization": float(quantization_weight)}
         self.perceptual_loss = perceptual_loss
         self.perceptual_weight = float(perceptual_weight)
         self.last_terms: dict[str, float] = {}
@@ -102,9 +143,10 @@ class AutoencoderLoss(torch.nn.Module):
         l1 = torch.nn.functional.l1_loss(reconstruction.float(), target.float())
         total = l1
         terms = {"l1": float(l1.detach())}
-        if self.inferer.last_kl is not None:
-            total = total + self.kl_weight * self.inferer.last_kl
-            terms["kl"] = float(self.inferer.last_kl.detach())
+        for name, value in self.inferer.regularisers.items():
+            total = total + self.weights[name] * value
+            terms[name] = float(value.detach())
+        terms.update(self.inferer.stats)
         if self.perceptual_loss is not None and self.perceptual_weight > 0:
             perceptual = self.perceptual_loss(reconstruction.float(), target.float())
             total = total + self.perceptual_weight * perceptual

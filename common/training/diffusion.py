@@ -1,21 +1,23 @@
 """Stage 2 of an LDM recipe: a conditioned DiffusionModelUNet trained on (cached) latents.
 
 `ConditionedDiffusionPrepareBatch` extends MONAI's DiffusionPrepareBatch (noise, timesteps, epsilon or
-v-prediction target) with a conditioner that turns the batch into a `Condition`; `ConditionedDiffusionInferer`
-extends MONAI's DiffusionInferer so that one call can both concatenate covariates to the latent and give
-cross-attention context (MONAI's inferer does one or the other). Works for 2D and 3D latents.
+v-prediction target) with a conditioner (`common.conditioning.base.Conditioner`) that turns the batch into a
+`Condition`; `ConditionedDiffusionInferer` computes the model output through the same denoiser adapter that
+sampling uses (`common.sampling.denoiser.UNetDenoiser`), so the network is fed one way. With `frozen_unet`
+the trained network is a ControlNet over that frozen base. Works for 2D and 3D latents.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from monai.engines.utils import DiffusionPrepareBatch
 from monai.inferers import DiffusionInferer
 
-from common.conditioning.base import Condition
+from common.conditioning.base import Condition, Conditioner
+from common.sampling.denoiser import UNetDenoiser
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 
@@ -25,7 +27,8 @@ class ConditionedDiffusionPrepareBatch(DiffusionPrepareBatch):
 
     Args:
         scheduler: MONAI-interface scheduler (gives num_train_timesteps and get_velocity for v-prediction).
-        conditioner: callable batch -> Condition (None: unconditional). Prompt dropout, if any, lives there.
+        conditioner: a Conditioner (`from_batch(batch, train=True)`; None: unconditional). Condition dropout,
+            if any, lives there.
         image_key: batch key of the (already scaled) latents or images.
         prediction_type: "epsilon" (target = noise) or "v_prediction" (target = scheduler velocity).
     """
@@ -33,7 +36,7 @@ class ConditionedDiffusionPrepareBatch(DiffusionPrepareBatch):
     def __init__(
         self,
         scheduler: Any,
-        conditioner: Callable[[Mapping[str, Any]], Condition] | None = None,
+        conditioner: Conditioner | None = None,
         image_key: str = "latent",
         prediction_type: str = "epsilon",
     ) -> None:
@@ -63,12 +66,21 @@ class ConditionedDiffusionPrepareBatch(DiffusionPrepareBatch):
         noise = self.get_noise(images)
         timesteps = self.get_timesteps(images)
         target = self.get_target(images, noise, timesteps)
-        condition = self.conditioner(batchdata) if self.conditioner is not None else Condition()
+        condition = self.conditioner.from_batch(batchdata, train=True) if self.conditioner is not None else Condition()
         return images, target, (), {"noise": noise, "timesteps": timesteps, "condition": condition.to(images.device)}
 
 
 class ConditionedDiffusionInferer(DiffusionInferer):
-    """MONAI DiffusionInferer whose condition is a `Condition` (concat and/or cross-attention at once)."""
+    """MONAI DiffusionInferer whose condition is a `Condition`, fed through `UNetDenoiser`.
+
+    Args:
+        scheduler: adds the training noise.
+        frozen_unet: when set, the trainer's network is a ControlNet steering this frozen base UNet.
+    """
+
+    def __init__(self, scheduler: Any, frozen_unet: torch.nn.Module | None = None) -> None:
+        super().__init__(scheduler)
+        self.frozen_unet = frozen_unet
 
     def __call__(  # type: ignore[override]
         self,
@@ -79,6 +91,9 @@ class ConditionedDiffusionInferer(DiffusionInferer):
         condition: Condition | None = None,
         **kwargs: Any,
     ) -> torch.Tensor:
-        condition = condition if condition is not None else Condition()
         noisy = self.scheduler.add_noise(original_samples=inputs, noise=noise, timesteps=timesteps)
-        return diffusion_model(x=condition.concat_to(noisy), timesteps=timesteps, context=condition.context)
+        if self.frozen_unet is None:
+            denoiser = UNetDenoiser(diffusion_model)
+        else:
+            denoiser = UNetDenoiser(self.frozen_unet, controlnet=diffusion_model)
+        return denoiser(noisy, timesteps, condition)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -166,7 +166,11 @@ class SafetensorsExport:
         from common.weights import save_weights
 
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        save_weights(_unwrap(self.network).state_dict(), self.path, metadata=self.current_metadata(engine))
+        state = _unwrap(self.network).state_dict()
+        bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise TrainingError(f"weights {bad[:3]} are not finite: not exported to {self.path}")
+        save_weights(state, self.path, metadata=self.current_metadata(engine))
         logger.info("wrote %s", self.path)
 
 
@@ -219,3 +223,87 @@ class TimeLimit:
             engine.logger.warning("time limit of %.1f min reached at iteration %d: stopping", self.minutes,
                                   engine.state.iteration)
             engine.terminate()
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (non-finite loss or weights); nothing more is exported."""
+
+
+def loggable(output: Any) -> dict[str, float]:
+    """The scalar entries of an engine's output (losses, codebook stats), as floats for the log handlers."""
+    if not isinstance(output, Mapping):
+        return {"loss": float(torch.as_tensor(output).detach())}
+    out = {}
+    for key, value in output.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[str(key)] = float(value)
+        elif isinstance(value, torch.Tensor) and value.numel() == 1:
+            out[str(key)] = float(value.detach())
+    return out
+
+
+class FiniteLoss:
+    """Stop at the first non-finite logged value with one line (no export follows: COMPLETED never fires)."""
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        bad = {k: v for k, v in loggable(engine.state.output).items() if not torch.isfinite(torch.tensor(v))}
+        if bad:
+            raise TrainingError(
+                f"non-finite loss {bad} at iteration {engine.state.iteration}: check the data for NaN/inf values "
+                "or lower the learning rate; training stopped and no further weights were exported"
+            )
+
+
+def stage_handlers(
+    stage: str,
+    output_dir: str,
+    network: torch.nn.Module,
+    save_dict: Mapping[str, Any],
+    export_path: str,
+    export_metadata: Mapping[str, Any] | None = None,
+    scale_factor_from: Any = None,
+    loss: Any = None,
+    before: Sequence[Any] = (),
+    log_interval: int = 10,
+    checkpoint_interval: int = 50,
+    export_interval: int = 50,
+    time_limit_minutes: float = 0.0,
+    resume: bool = True,
+    init_weights: str | None = None,
+) -> list[Any]:
+    """The ignite handlers of one training stage, the same for every stage of every bundle.
+
+    In order: progress counters (saved in checkpoints), a time limit, `before` (e.g. `BuildLatents`), resume from
+    the newest checkpoint under `output_dir/<stage>/checkpoints` (or `init_weights`), the loss object's terms
+    copied to the output (`loss.last_terms`), a stop on non-finite losses, console and TensorBoard logs
+    (`output_dir/<stage>/tensorboard`) of every scalar output, checkpoints, and the safetensors export of
+    `network` to `export_path` with `export_metadata` (plus the latent scale factor of `scale_factor_from`).
+    """
+    from monai.handlers import CheckpointSaver, StatsHandler, TensorBoardStatsHandler
+
+    stage_dir = os.path.join(output_dir, stage)
+    checkpoint_dir = os.path.join(stage_dir, "checkpoints")
+    progress = EngineProgress()
+    full_save_dict = {**save_dict, "progress": progress}
+    handlers: list[Any] = [progress, TimeLimit(time_limit_minutes), *before]
+    handlers.append(ResumeFromLatest(checkpoint_dir, full_save_dict, resume=resume, init_weights=init_weights,
+                                     network=network))
+    if loss is not None:
+        handlers.append(TermsToOutput(loss))
+    handlers += [
+        FiniteLoss(),
+        StatsHandler(tag_name=stage, output_transform=loggable,
+                     iteration_log=lambda engine, iteration: iteration % max(int(log_interval), 1) == 0),
+        TensorBoardStatsHandler(log_dir=os.path.join(stage_dir, "tensorboard"), tag_name=stage,
+                                output_transform=loggable),
+        CheckpointSaver(save_dir=checkpoint_dir, save_dict=full_save_dict, file_prefix=stage, epoch_level=False,
+                        save_interval=int(checkpoint_interval), n_saved=2, save_final=True,
+                        final_filename=f"{stage}_final.pt"),
+        SafetensorsExport(network, export_path, interval=export_interval,
+                          metadata={"stage": stage, **dict(export_metadata or {})},
+                          scale_factor_from=scale_factor_from),
+    ]
+    return handlers

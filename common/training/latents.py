@@ -26,6 +26,19 @@ def compute_scale_factor(latents: torch.Tensor) -> float:
     return 1.0 / std
 
 
+def encode_latent(autoencoder: torch.nn.Module, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(mean, sigma) of a KL autoencoder's posterior, or (quantised latent, None) for a VQVAE.
+
+    A VQVAE's stage-2 input is its deterministic `encode_stage_2_inputs`. For an AutoencoderKL the posterior is
+    kept (its `encode_stage_2_inputs` draws one sample with the global RNG), so that each epoch can draw a fresh,
+    seeded sample from the cache.
+    """
+    if hasattr(autoencoder, "quantizer"):
+        return autoencoder.encode_stage_2_inputs(image), None
+    z_mu, z_sigma = autoencoder.encode(image)
+    return z_mu, z_sigma
+
+
 def _scalar_items(entry: Mapping[str, Any], skip: set[str]) -> dict[str, Any]:
     """The entry's numeric / string scalars (covariates, ids) to carry next to the latent."""
     out: dict[str, Any] = {}
@@ -47,9 +60,10 @@ class LatentCacheDataset(Dataset):
     Args:
         data: datalist entries (dicts with `image_key` and covariates).
         transform: loads one entry (e.g. LoadImaged, scaling); applied once per entry when encoding.
-        autoencoder: the stage-1 network (AutoencoderKL); frozen here.
+        autoencoder: the stage-1 network (AutoencoderKL or VQVAE); frozen and in eval mode here (a VQVAE
+            updates its EMA codebook in train mode even under no_grad).
         autoencoder_weights: safetensors/torch file loaded strictly into it before encoding (None: as is).
-        sample_posterior: draw z = mu + sigma * eps per item access (else the mean).
+        sample_posterior: draw z = mu + sigma * eps per item access (else the mean; a VQVAE has no sigma).
         scale_factor: fixed scale; None computes 1/std over all training latents (seeded, same on every rank).
         device: where to encode.
     """
@@ -102,9 +116,9 @@ class LatentCacheDataset(Dataset):
         for entry in self.data:
             item = self.transform(dict(entry))
             image = torch.as_tensor(item[self.image_key]).float().unsqueeze(0).to(self.device)
-            z_mu, z_sigma = net.encode(image)
+            z_mu, z_sigma = encode_latent(net, image)
             mus.append(z_mu[0].cpu())
-            sigmas.append(z_sigma[0].cpu())
+            sigmas.append(torch.zeros_like(z_mu[0].cpu()) if z_sigma is None else z_sigma[0].cpu())
             self._extras.append(_scalar_items(item, skip={self.image_key}))
         shapes = {tuple(m.shape) for m in mus}
         if len(shapes) != 1:

@@ -3,7 +3,8 @@
 The index is derived data: every value in it comes from the bundles (``configs/metadata.json``,
 ``large_files.yml`` and the files themselves), so ``build_index`` is deterministic and the verifier can
 rebuild it and compare to catch a stale index. Format: docs/CONTRACTS.md ("Index"). Only the standard
-library and PyYAML are imported, so downloads and the verifier start fast.
+library, PyYAML and ``common.io.writers`` (standard library only) are imported, so downloads and the verifier
+start fast.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from common.io.writers import write_bytes
 
 INDEX_VERSION = 1
 INDEX_FILENAME = "model_zoo_index.json"
@@ -208,14 +210,7 @@ def write_index(path: str | os.PathLike | None = None, bundles_dir: str | os.Pat
     index = build_index(bundles_dir)
     text = dumps_index(index)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes(text.encode("utf-8"), path)
     return index
 
 
