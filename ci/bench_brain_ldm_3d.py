@@ -154,14 +154,17 @@ def recon(args: argparse.Namespace) -> dict:
 def _sample(parser, covariates: dict, n: int, seed: int, batch: int):
     import torch
 
+    from common.sampling import GenerationSettings
+
     sampler = parser.get_parsed_content("sampler")
     conditioner = parser.get_parsed_content("conditioner")
+    settings = GenerationSettings.from_config(parser)
     images = []
     for lo in range(0, n, batch):
         k = min(batch, n - lo)
         cond = conditioner.from_values(k, **covariates)
         gen = torch.Generator().manual_seed(seed * 100003 + lo)
-        images.append(sampler.sample(cond, None, num_samples=k, generator=gen).clamp(0, 1).float().cpu())
+        images.append(sampler.sample(cond, None, num_samples=k, generator=gen, settings=settings).clamp(0, 1).float().cpu())
     return torch.cat(images)
 
 

@@ -92,11 +92,14 @@ def speed(repeats: int) -> dict:
     t_load = time.perf_counter() - t0
     t0 = time.perf_counter()
     cond, null = p.get_parsed_content("condition"), p.get_parsed_content("null_condition")
+    from common.sampling import GenerationSettings
+
+    settings = GenerationSettings.from_config(p)
     t_text = time.perf_counter() - t0
     runs = []
     for r in range(repeats):
         t0 = time.perf_counter()
-        img = sampler.sample(cond, null, num_samples=1, generator=torch.Generator().manual_seed(r))
+        img = sampler.sample(cond, null, num_samples=1, generator=torch.Generator().manual_seed(r), settings=settings)
         runs.append(time.perf_counter() - t0)
     assert img.shape == (1, 1, 128, 128)
     with tempfile.TemporaryDirectory() as tmp:

@@ -50,17 +50,17 @@ def _analyse(images) -> list[dict]:
     return [analyse(img[0].numpy()) for img in images]
 
 
-def _sample(sampler, conditioner, prompt: str, n: int, guidance: float, seed: int):
+def _sample(sampler, conditioner, prompt: str, n: int, guidance: float, seed: int, steps: int):
     import torch
 
     from common.sampling.runner import sample_seed
 
-    sampler.guidance_scale = float(guidance)
     noise = torch.stack([torch.randn(sampler.latent_shape, generator=torch.Generator().manual_seed(sample_seed(seed, i)))
                          for i in range(n)])
-    cond = conditioner.condition([prompt])
-    null = conditioner.null_condition(1) if guidance != 1.0 else None
-    images = sampler.sample(cond, null, num_samples=n, generator=torch.Generator().manual_seed(seed), noise=noise)
+    cond = conditioner.from_values(1, prompt=prompt)
+    null = conditioner.null(1) if guidance != 1.0 else None
+    images = sampler.sample(cond, null, num_samples=n, generator=torch.Generator().manual_seed(seed), noise=noise,
+                            num_inference_steps=steps, guidance_scale=guidance, progress=False)
     return images.float().clamp(0, 1).cpu()
 
 
@@ -194,7 +194,7 @@ def main() -> int:
     }
     grid_rows = {}
     if args.n_empty > 0:
-        empty = _sample(sampler, conditioner, "", args.n_empty, 1.0, args.seed + 1000)
+        empty = _sample(sampler, conditioner, "", args.n_empty, 1.0, args.seed + 1000, args.steps)
         found = _analyse(empty)
         base = {k: sum(test(a) for a in found) / len(found) for k, (_, test) in PROMPTS.items()}
         result["empty_prompt"] = {"base_rate": base, "base_rate_mean": sum(base[k] for k in args.prompts) / len(args.prompts),
@@ -205,7 +205,7 @@ def main() -> int:
         row = {"guidance_scale": g, "fidelity": {}, "ms_ssim_within_prompt": {}}
         for key in args.prompts:
             prompt, test = PROMPTS[key]
-            imgs = _sample(sampler, conditioner, prompt, args.n, g, args.seed)
+            imgs = _sample(sampler, conditioner, prompt, args.n, g, args.seed, args.steps)
             row["fidelity"][key] = sum(test(a) for a in _analyse(imgs)) / len(imgs)
             row["ms_ssim_within_prompt"][key] = round(ms_ssim_diversity(imgs), 4)
             if g == args.grid_guidance:

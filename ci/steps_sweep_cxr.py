@@ -110,7 +110,7 @@ def main() -> int:
         p = _parser(progress=False, num_inference_steps=steps, scheduler=name)
         sampler, conditioner = p.get_parsed_content("sampler"), p.get_parsed_content("conditioner")
         t0 = time.perf_counter()
-        per_prompt = {key: _sample(sampler, conditioner, PROMPTS[key][0], args.n, args.guidance, args.seed)
+        per_prompt = {key: _sample(sampler, conditioner, PROMPTS[key][0], args.n, args.guidance, args.seed, steps)
                       for key in args.prompts}
         seconds = time.perf_counter() - t0
         allimgs = torch.cat(list(per_prompt.values()))

@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 BUNDLE=bundles/brain_ldm_3d
+CONFIGS="['$BUNDLE/configs/inference.json','$BUNDLE/configs/train.json']"   # train.json is an overlay
 RUNS=${RUNS:-runs/brain_ldm_3d}
 AE_MINUTES=${AE_MINUTES:-28}
 DM_MINUTES=${DM_MINUTES:-40}
@@ -29,8 +30,8 @@ fi
 # 2. stage 1: AutoencoderKL (L1 + KL + patch adversarial after a warm-up; perceptual term only if its
 #    pretrained network is in the local torch hub cache, else disabled with a log line)
 if [[ " $STAGES " == *" autoencoder "* ]]; then
-$PY -m monai.bundle run --config_file $BUNDLE/configs/train.json --bundle_root $BUNDLE \
-  --stage autoencoder --output_dir "$RUNS" --num_threads "$THREADS" \
+$PY -m monai.bundle run train_autoencoder --config_file "$CONFIGS" --bundle_root $BUNDLE --export_to_bundle true \
+  --output_dir "$RUNS" --num_threads "$THREADS" \
   --autoencoder_train#batch_size 1 --autoencoder_train#lr_g 0.0005 \
   --autoencoder_train#adversarial_weight 0.005 --autoencoder_train#adversarial_warmup_iterations 300 \
   --autoencoder_train#max_epochs 100 --autoencoder_train#time_limit_minutes "$AE_MINUTES" \
@@ -41,8 +42,8 @@ fi
 # 3. stage 2: diffusion UNet on latents of the frozen autoencoder (scale factor over all training latents,
 #    stored in models/diffusion_model.safetensors metadata)
 if [[ " $STAGES " == *" diffusion "* ]]; then
-$PY -m monai.bundle run --config_file $BUNDLE/configs/train.json --bundle_root $BUNDLE \
-  --stage diffusion --output_dir "$RUNS" --num_threads "$THREADS" \
+$PY -m monai.bundle run train_diffusion --config_file "$CONFIGS" --bundle_root $BUNDLE --export_to_bundle true \
+  --output_dir "$RUNS" --num_threads "$THREADS" \
   --diffusion_train#batch_size "$DM_BATCH" --diffusion_train#lr 0.0002 \
   --diffusion_train#max_epochs "$DM_EPOCHS" --diffusion_train#time_limit_minutes "$DM_MINUTES" \
   ${DM_INIT:+--diffusion_train#init_weights "$DM_INIT"} \

@@ -13,6 +13,7 @@ AE_MIN=${AE_MIN:-14}
 DIFF_MIN=${DIFF_MIN:-52}
 STAGE=${1:-all}
 BUNDLE=bundles/cxr_text_ldm
+CONFIGS="['$BUNDLE/configs/inference.json','$BUNDLE/configs/train.json']"   # train.json is an overlay
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
 if [ ! -f "$DATA/datalist.json" ]; then
@@ -20,19 +21,21 @@ if [ ! -f "$DATA/datalist.json" ]; then
 fi
 
 if [ "$STAGE" = autoencoder ] || [ "$STAGE" = all ]; then
+  STEP=autoencoder
   # phase 1 (CPU speed-up): 64x64 random crops, 4x cheaper per iteration. For the shipped weights this phase was
   # stopped by hand after 10 min and phase 2 resumed from its iteration-400 checkpoint; AE_CROP_MIN=10 stands for that
-  "$PY" -m monai.bundle run --config_file "$BUNDLE/configs/train.json" --bundle_root "$BUNDLE" \
+  "$PY" -m monai.bundle run "train_$STEP" --config_file "$CONFIGS" --bundle_root "$BUNDLE" --export_to_bundle true \
     --datalist "$DATA/datalist.json" --output_dir "$RUNS" --num_threads 1 --seed 0 \
-    --stage autoencoder --autoencoder_train#patch_size "[64,64]" --autoencoder_train#time_limit_minutes "$AE_CROP_MIN"
+    --autoencoder_train#patch_size "[64,64]" --autoencoder_train#time_limit_minutes "$AE_CROP_MIN"
   # phase 2: resumes from phase 1's latest checkpoint on full 128x128 images (train.json's default), so that
   # the GroupNorm statistics match whole radiographs (crop-only training left full images ~0.15 L1 off)
-  "$PY" -m monai.bundle run --config_file "$BUNDLE/configs/train.json" --bundle_root "$BUNDLE" \
+  "$PY" -m monai.bundle run "train_$STEP" --config_file "$CONFIGS" --bundle_root "$BUNDLE" --export_to_bundle true \
     --datalist "$DATA/datalist.json" --output_dir "$RUNS" --num_threads 1 --seed 0 \
-    --stage autoencoder --autoencoder_train#time_limit_minutes "$AE_MIN"
+    --autoencoder_train#time_limit_minutes "$AE_MIN"
 fi
 if [ "$STAGE" = diffusion ] || [ "$STAGE" = all ]; then
-  "$PY" -m monai.bundle run --config_file "$BUNDLE/configs/train.json" --bundle_root "$BUNDLE" \
+  STEP=diffusion
+  "$PY" -m monai.bundle run "train_$STEP" --config_file "$CONFIGS" --bundle_root "$BUNDLE" --export_to_bundle true \
     --datalist "$DATA/datalist.json" --output_dir "$RUNS" --num_threads 1 --seed 0 \
-    --stage diffusion --diffusion_train#time_limit_minutes "$DIFF_MIN"
+    --diffusion_train#time_limit_minutes "$DIFF_MIN"
 fi

@@ -43,11 +43,15 @@ def write_tiny_population(folder: Path, n: int = 3, shape=(16, 16, 16)) -> Path:
     return datalist
 
 
-def bundle_run(config: str | list[str], **overrides):
+def bundle_run(config: str | list[str], run_id: str = "run", **overrides):
+    """`python -m monai.bundle run RUN_ID --config_file ...`; every config other than inference.json is an overlay
+    read over inference.json (which defines the networks)."""
     from monai.bundle import run
 
     files = [str(CONFIGS / c) for c in ([config] if isinstance(config, str) else config)]
-    return run(config_file=files if len(files) > 1 else files[0], meta_file=str(CONFIGS / "metadata.json"),
+    if files[0] != str(CONFIGS / "inference.json"):
+        files.insert(0, str(CONFIGS / "inference.json"))
+    return run(run_id, config_file=files if len(files) > 1 else files[0], meta_file=str(CONFIGS / "metadata.json"),
                logging_file=None, **overrides)
 
 
@@ -74,11 +78,15 @@ def test_configs_parse_and_overrides():
     assert paper["latent_shape"] == [3, 20, 28, 20] and paper["diffusion_def"]["include_fc"] is True
     for overlay in ([], ["multi_gpu_train.json"]):
         parser = ConfigParser()
-        parser.read_config([str(CONFIGS / "train.json")] + [str(CONFIGS / o) for o in overlay])
-        assert parser["stage"] == "autoencoder" and "run" in parser
-        assert parser["noise_scheduler"]["schedule"] == "scaled_linear_beta"
+        parser.read_config([str(CONFIGS / "inference.json"), str(CONFIGS / "train.json")] + [str(CONFIGS / o) for o in overlay])
+        assert {"run", "train_autoencoder", "train_diffusion"} <= set(parser.get())
+        assert parser["train_scheduler"]["schedule"] == "scaled_linear_beta"
+        assert parser["diffusion_def"] == json.loads((CONFIGS / "inference.json").read_text())["diffusion_def"]
+    # the networks are written once: only inference.json and the paper overlay define them
+    for name in ("train.json", "evaluate.json", "multi_gpu_train.json"):
+        assert "diffusion_def" not in json.loads((CONFIGS / name).read_text()), name
     parser = ConfigParser()
-    parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "multi_gpu_train.json")])
+    parser.read_config([str(CONFIGS / "inference.json"), str(CONFIGS / "train.json"), str(CONFIGS / "multi_gpu_train.json")])
     assert parser["autoencoder_train"]["sampler"]["_target_"] == "DistributedSampler"
     meta = json.loads((CONFIGS / "metadata.json").read_text())
     assert meta["depends_on"] == [] and "network_data_format" in meta
@@ -91,28 +99,32 @@ def test_tiny_train_both_stages_then_inference(tmp_path):
     root = tmp_path / "bundle"
     common = {"bundle_root": str(root), "datalist": str(datalist), "image_size": [16, 16, 16], "num_threads": 1,
               "output_dir": str(tmp_path / "runs"), **TINY_AE, **TINY_DISC, **TINY_UNET}
-    bundle_run("train.json", stage="autoencoder", **common, **{
+    bundle_run("train.json", "train_autoencoder", **common, **{
         "autoencoder_train#patch_size": [16, 16, 16], "autoencoder_train#max_epochs": 1,
         "autoencoder_train#batch_size": 2, "autoencoder_train#adversarial_warmup_iterations": 1,
         "autoencoder_train#perceptual_network": None})
-    ae = root / "models" / "autoencoder.safetensors"
+    models = tmp_path / "runs" / "models"  # exports go under --output_dir, never into the bundle by default
+    ae = models / "autoencoder.safetensors"
     assert ae.is_file() and read_metadata(ae)["iteration"] == "2"
     assert list((tmp_path / "runs" / "autoencoder" / "checkpoints").glob("*.pt"))
     assert list((tmp_path / "runs" / "autoencoder" / "tensorboard").glob("events.*"))
-    bundle_run("train.json", stage="diffusion", **common, **{
+    assert not (tmp_path / "runs" / "diffusion").exists()  # a stage builds only itself
+    assert not (root / "models").exists()
+    bundle_run("train.json", "train_diffusion", **common, **{
         "diffusion_train#max_epochs": 2, "diffusion_train#batch_size": 2})
-    dm = root / "models" / "diffusion_model.safetensors"
+    dm = models / "diffusion_model.safetensors"
     meta = read_metadata(dm)
     scale = float(meta["scale_factor"])
     assert 0 < scale < 1e3 and meta["iteration"] == "4" and meta["covariates"] == "gender,age,ventricular_vol,brain_vol"
     # a new machine (no checkpoints) continues the exported weights: counters carry on from their metadata
     shutil.copy(dm, tmp_path / "init.safetensors")
-    bundle_run("train.json", stage="diffusion", **{**common, "output_dir": str(tmp_path / "runs2")}, **{
+    bundle_run("train.json", "train_diffusion", **{**common, "output_dir": str(tmp_path / "runs2")}, **{
         "diffusion_train#max_epochs": 3, "diffusion_train#batch_size": 2,
-        "diffusion_train#init_weights": str(tmp_path / "init.safetensors")})
-    assert read_metadata(dm)["iteration"] == "6" and read_metadata(dm)["epoch"] == "3"
+        "autoencoder_weights": str(ae), "diffusion_train#init_weights": str(tmp_path / "init.safetensors")})
+    dm2 = tmp_path / "runs2" / "models" / "diffusion_model.safetensors"
+    assert read_metadata(dm2)["iteration"] == "6" and read_metadata(dm2)["epoch"] == "3"
 
-    infer = {"bundle_root": str(root), "latent_shape": [3, 4, 4, 4], "num_inference_steps": 3,
+    infer = {"bundle_root": str(root), "model_dir": str(models), "latent_shape": [3, 4, 4, 4], "num_inference_steps": 3,
              "num_samples": 2, "seed": 7, "progress": False, "age": 0.3, **TINY_AE, **TINY_UNET}
     out1, out2 = tmp_path / "out1", tmp_path / "out2"
     bundle_run("inference.json", output_dir=str(out1), **infer)
@@ -221,10 +233,13 @@ def test_paper_overlay_loads_old_checkpoints_strictly(tmp_path):
     x = torch.randn(1, 3, 4, 4, 4)
     cond = parser.get_parsed_content("condition")
     t = torch.tensor([500])
+    from common.sampling.denoiser import unet_input
+
     with torch.no_grad():
-        ref = old_unet(cond.concat_to(x), timesteps=t, context=cond.context)
-        new = new_unet(cond.concat_to(x), timesteps=t, context=cond.context)
+        ref = old_unet(unet_input(x, cond), timesteps=t, context=cond.context)
+        new = new_unet(unet_input(x, cond), timesteps=t, context=cond.context)
         assert torch.allclose(new, ref, atol=1e-5), float((new - ref).abs().max())
         assert torch.allclose(new_ae.decode_stage_2_outputs(x), old_ae.decode_stage_2_outputs(x), atol=1e-5)
-    image = sampler.sample(cond, None, num_samples=1, generator=torch.Generator().manual_seed(0))
+    image = sampler.sample(cond, None, num_samples=1, generator=torch.Generator().manual_seed(0),
+                           num_inference_steps=2, progress=False)
     assert image.shape == (1, 1, 32, 32, 32) and torch.isfinite(image).all()

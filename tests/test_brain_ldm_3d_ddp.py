@@ -34,11 +34,11 @@ def test_ddp_two_cpu_processes_both_stages(tmp_path):
               "autoencoder_train#max_epochs": 1, "autoencoder_train#perceptual_network": "$None",
               "autoencoder_train#log_interval": 1,
               "diffusion_train#batch_size": 1, "diffusion_train#max_epochs": 1}
-    config = f"['{CONFIGS / 'train.json'}','{CONFIGS / 'multi_gpu_train.json'}']"
+    config = f"['{CONFIGS / 'inference.json'}','{CONFIGS / 'train.json'}','{CONFIGS / 'multi_gpu_train.json'}']"
     env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(ROOT))
     for stage in ("autoencoder", "diffusion"):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "monai.bundle", "run", "--config_file", config, "--stage", stage,
+               "-m", "monai.bundle", "run", f"train_{stage}", "--config_file", config,
                *_override_args(common)]
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=280)
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -47,10 +47,10 @@ def test_ddp_two_cpu_processes_both_stages(tmp_path):
         assert "Iter: 3/" not in proc.stderr + proc.stdout
         if stage == "diffusion":  # ranks draw different noise (seed + rank), so their losses differ
             losses = [line.rsplit(":", 1)[1].strip() for line in (proc.stderr + proc.stdout).splitlines()
-                      if "Iter: 1/2 -- diffusion_loss" in line]
+                      if "Iter: 1/2 -- loss" in line]
             assert len(losses) == 2 and losses[0] != losses[1], losses
-    ae_meta = read_metadata(root / "models" / "autoencoder.safetensors")
-    dm_meta = read_metadata(root / "models" / "diffusion_model.safetensors")
+    ae_meta = read_metadata(runs / "models" / "autoencoder.safetensors")
+    dm_meta = read_metadata(runs / "models" / "diffusion_model.safetensors")
     assert ae_meta["iteration"] == "2" and dm_meta["iteration"] == "2" and float(dm_meta["scale_factor"]) > 0
-    state, _ = load_weights(root / "models" / "diffusion_model.safetensors")
+    state, _ = load_weights(runs / "models" / "diffusion_model.safetensors")
     assert not any(k.startswith("module.") for k in state)  # DDP wrapper unwrapped before saving

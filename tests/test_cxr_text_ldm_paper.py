@@ -72,7 +72,7 @@ def test_paper_settings_are_the_published_ones(tmp_path):
     # the text encoder is SD-2.1 CLIP from a local folder: missing -> how to get it, no hub access
     cond = p.get_parsed_content("conditioner")
     with pytest.raises(FileNotFoundError, match="huggingface-cli download stabilityai/stable-diffusion-2-1-base"):
-        cond.condition(["Big right-sided pleural effusion"])
+        cond.from_values(1, prompt="Big right-sided pleural effusion")
 
 
 def test_published_size_keys_and_shapes_map_strictly(tmp_path):

@@ -59,14 +59,14 @@ def test_crossattn_matches_monai_inferer(guidance):
     with torch.no_grad():
         ref = inferer.sample(noise, ae, unet, conditioning=ctx, mode="crossattn", verbose=False,
                              cfg=guidance if guidance != 1.0 else None, cfg_fill_value=-1.0)
-    sampler = LatentDiffusionSampler(ae, unet, _ddim(), 0.7, LAT, num_inference_steps=10, guidance_scale=guidance,
-                                     decode="full", progress=False)
-    ours = sampler.sample(Condition(context=ctx), Condition(context=torch.full_like(ctx, -1.0)), 2, noise=noise)
+    sampler = LatentDiffusionSampler(ae, unet, _ddim(), 0.7, LAT, decode="full")
+    ours = sampler.sample(Condition(context=ctx), Condition(context=torch.full_like(ctx, -1.0)), 2, noise=noise,
+                          num_inference_steps=10, guidance_scale=guidance, progress=False)
     assert ours.shape == ref.shape == (2, 1, 16, 16)
     assert (ours - ref).abs().max().item() < 1e-5
     if guidance != 1.0:  # guidance must change the result, else the comparison above proves nothing about it
-        plain = LatentDiffusionSampler(ae, unet, _ddim(), 0.7, LAT, 10, 1.0, decode="full", progress=False)
-        assert (plain.sample(Condition(context=ctx), None, 2, noise=noise) - ours).abs().max().item() > 1e-3
+        plain = sampler.sample(Condition(context=ctx), None, 2, noise=noise, num_inference_steps=10, progress=False)
+        assert (plain - ours).abs().max().item() > 1e-3
 
 
 def test_concat_matches_monai_inferer_and_slab_decode():
@@ -79,8 +79,9 @@ def test_concat_matches_monai_inferer_and_slab_decode():
         ref = LatentDiffusionInferer(ref_sched, scale_factor=1.3).sample(
             noise, ae, unet, conditioning=cov[:, :, None, None].expand(-1, -1, 8, 8), mode="concat", verbose=False)
     for mode in ("full", "slab"):
-        sampler = LatentDiffusionSampler(ae, unet, _ddim("v_prediction"), 1.3, LAT, 8, decode=mode, progress=False)
-        ours, lat = sampler.sample(Condition(concat=cov), None, 1, noise=noise, return_latents=True)
+        sampler = LatentDiffusionSampler(ae, unet, _ddim("v_prediction"), 1.3, LAT, decode=mode)
+        ours, lat = sampler.sample(Condition(vector=cov), None, 1, noise=noise, return_latents=True,
+                                   num_inference_steps=8, progress=False)
         assert lat.shape == (1, *LAT)
         assert (ours - ref).abs().max().item() < 1e-5, mode
 
@@ -99,7 +100,7 @@ class PointMassDenoiser(nn.Module):
         self.prediction_type = prediction_type
         self.calls: list[int] = []
 
-    def forward(self, x, timesteps, context=None):
+    def forward(self, x, timesteps, context=None, class_labels=None):
         self.calls.append(x.shape[0])
         a = self.ac[timesteps.long()].view(-1, 1, 1, 1)
         x0 = context[:, 0, :, None, None]
@@ -124,8 +125,9 @@ def test_closed_form_guidance_one_call_per_step(pred, solver):
     model = PointMassDenoiser(sched.alphas_cumprod, pred)
     g, steps = 2.5, 7
     x0_c, x0_u = torch.tensor([[[0.5, -1.0, 2.0]]]), torch.tensor([[[0.1, 0.3, -0.2]]])
-    sampler = LatentDiffusionSampler(IdentityDecoder(), model, sched, 0.5, LAT, steps, g, decode="full", progress=False)
-    out = sampler.sample(Condition(context=x0_c), Condition(context=x0_u), 3, torch.Generator().manual_seed(0))
+    sampler = LatentDiffusionSampler(IdentityDecoder(), model, sched, 0.5, LAT, decode="full")
+    out = sampler.sample(Condition(context=x0_c), Condition(context=x0_u), 3, torch.Generator().manual_seed(0),
+                         num_inference_steps=steps, guidance_scale=g, progress=False)
     expected = (x0_u + g * (x0_c - x0_u))[0, 0] / 0.5  # decode divides by the scale factor
     assert out.shape == (3, *LAT)
     assert torch.allclose(out, expected.view(1, 3, 1, 1).expand_as(out), atol=2e-4)
@@ -133,22 +135,38 @@ def test_closed_form_guidance_one_call_per_step(pred, solver):
 
 
 def test_guidance_needs_null_condition_and_checks_batch():
-    sampler = LatentDiffusionSampler(_ae(), _unet(cross_dim=4), _ddim(), 1.0, LAT, 2, 2.0, progress=False)
+    sampler = LatentDiffusionSampler(_ae(), _unet(cross_dim=4), _ddim(), 1.0, LAT)
+    settings = {"num_inference_steps": 2, "guidance_scale": 2.0, "progress": False}
     with pytest.raises(ValueError, match="null_condition"):
-        sampler.sample(Condition(context=torch.zeros(1, 1, 4)), None, 1)
+        sampler.sample(Condition(context=torch.zeros(1, 1, 4)), None, 1, **settings)
     with pytest.raises(ValueError, match="batch 2"):
-        sampler.sample(Condition(context=torch.zeros(2, 1, 4)), Condition(context=torch.zeros(1, 1, 4)), 3)
-    with pytest.raises(ValueError, match="guidance_scale"):
-        LatentDiffusionSampler(_ae(), _unet(), _ddim(), 1.0, LAT, 2, 0.5)
+        sampler.sample(Condition(context=torch.zeros(2, 1, 4)), Condition(context=torch.zeros(1, 1, 4)), 3, **settings)
+    with pytest.raises(ValueError, match="guidance_scale must be a finite number in \\[0, 50\\]"):
+        sampler.sample(Condition(context=torch.zeros(1, 1, 4)), None, 1, guidance_scale=-0.5)
+
+
+def test_release_denoiser_frees_the_weights_and_refuses_to_sample_again(tmp_path):
+    ae, unet = _ae(), _unet(in_ch=5)
+    sampler = LatentDiffusionSampler(ae, unet, _ddim(), 1.0, LAT, decode="full")
+    cond = Condition(vector=torch.tensor([[0.5, 0.1]]))
+    kept = run_sampling(sampler, tmp_path / "kept", cond, num_samples=2, seed=4, num_inference_steps=3, progress=False)
+    released = run_sampling(sampler, tmp_path / "released", cond, num_samples=2, seed=4, num_inference_steps=3,
+                            progress=False, release_denoiser=True)
+    for a, b in zip(kept, released):  # every latent is drawn before the release: the same files
+        assert np.array_equal(nib.load(a).get_fdata(), nib.load(b).get_fdata())
+    assert all(p.is_meta for p in unet.parameters())
+    with pytest.raises(RuntimeError, match="denoiser was released"):
+        sampler.sample(cond, None, 1, num_inference_steps=2)
 
 
 def test_run_sampling_deterministic_nifti_png_and_nothing_partial(tmp_path):
     ae, unet = _ae(), _unet(in_ch=5)
-    sampler = LatentDiffusionSampler(ae, unet, _ddim(), 1.0, LAT, 3, decode="full", progress=False)
-    cond = Condition(concat=torch.tensor([[0.5, 0.1]]))
+    sampler = LatentDiffusionSampler(ae, unet, _ddim(), 1.0, LAT, decode="full")
+    cond = Condition(vector=torch.tensor([[0.5, 0.1]]))
     affine = np.diag([1.5, 1.5, 1.0, 1.0])
-    a = run_sampling(sampler, tmp_path / "a", 3, seed=7, condition=cond, batch_size=2, affine=affine)
-    b = run_sampling(sampler, tmp_path / "b", 3, seed=7, condition=cond, batch_size=1, affine=affine)
+    kw = {"num_inference_steps": 3, "progress": False}
+    a = run_sampling(sampler, tmp_path / "a", cond, num_samples=3, seed=7, batch_size=2, affine=affine, **kw)
+    b = run_sampling(sampler, tmp_path / "b", cond, num_samples=3, seed=7, batch_size=1, affine=affine, **kw)
     assert [p.split("/")[-1] for p in a] == [f"sample_seed7_{i:04d}.nii.gz" for i in range(3)]
     imgs_a = [nib.load(p) for p in a]
     for ia, pb in zip(imgs_a, b):
@@ -158,11 +176,12 @@ def test_run_sampling_deterministic_nifti_png_and_nothing_partial(tmp_path):
         assert 0.0 <= ia.get_fdata().min() and ia.get_fdata().max() <= 1.0
     assert np.abs(imgs_a[0].get_fdata() - imgs_a[1].get_fdata()).max() > 1e-4  # samples differ
     # a stochastic scheduler: same seed and batch size, same files; another seed, other files
-    ddpm = LatentDiffusionSampler(ae, unet, DDPMScheduler(num_train_timesteps=1000), 1.0, LAT, 3, progress=False)
-    d1, d2, d3 = (run_sampling(ddpm, tmp_path / f"d{k}", 1, seed=s, condition=cond) for k, s in enumerate((3, 3, 4)))
+    ddpm = LatentDiffusionSampler(ae, unet, DDPMScheduler(num_train_timesteps=1000), 1.0, LAT)
+    d1, d2, d3 = (run_sampling(ddpm, tmp_path / f"d{k}", cond, seed=s, **kw) for k, s in enumerate((3, 3, 4)))
     v1, v2, v3 = (nib.load(p[0]).get_fdata() for p in (d1, d2, d3))
     assert np.array_equal(v1, v2) and np.abs(v1 - v3).max() > 1e-4
-    png = run_sampling(sampler, tmp_path / "p", 1, seed=7, condition=cond, file_format="png")
+    png = run_sampling(sampler, tmp_path / "p", cond, seed=7, file_format="png", sample_tags="dme", **kw)
+    assert png[0].endswith("sample_dme_seed7_0000.png")
     from PIL import Image
 
     arr = np.asarray(Image.open(png[0]))
@@ -170,10 +189,10 @@ def test_run_sampling_deterministic_nifti_png_and_nothing_partial(tmp_path):
     np.testing.assert_allclose(arr.T / 255.0, imgs_a[0].get_fdata(), atol=0.5 / 255 + 1e-5)
     # a bad condition fails before any file is written, and the folder it would have created is gone
     with pytest.raises(ValueError, match="batch 2"):
-        run_sampling(sampler, tmp_path / "bad", 3, condition=Condition(concat=torch.zeros(2, 2)))
+        run_sampling(sampler, tmp_path / "bad", Condition(vector=torch.zeros(2, 2)), num_samples=3, **kw)
     assert not (tmp_path / "bad").exists()
     # a failure in the middle (second batch) leaves no file and no temp folder
-    wrong = Condition(concat=torch.zeros(2, 3))
+    wrong = Condition(vector=torch.zeros(2, 3))
     with pytest.raises(RuntimeError):
-        run_sampling(sampler, tmp_path / "a", 2, seed=99, condition=wrong)
+        run_sampling(sampler, tmp_path / "a", wrong, num_samples=2, seed=99, **kw)
     assert sorted(x.name for x in (tmp_path / "a").iterdir()) == sorted(p.split("/")[-1] for p in a)

@@ -11,7 +11,8 @@ import torch
 
 from common.conditioning.base import Condition
 from common.conditioning.text import ClipTextEncoder, check_prompt, get_text_encoder
-from common.conditioning.text_conditioner import TextConditioner, check_guidance_scale
+from common.conditioning.text_conditioner import TextConditioner
+from common.sampling.settings import check_guidance_scale
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +42,8 @@ def test_empty_prompt_is_the_unconditional_embedding(minilm):
     """The empty prompt tokenises to [CLS][SEP] + padding: the same row the dropout trains on."""
     assert minilm.tokenizer("")["input_ids"] == [101, 102]
     cond = TextConditioner(encoder=minilm, prompt_dropout=1.0)
-    dropped = cond({"report": ["Large right pleural effusion.", "Cardiomegaly."]}, train=True)
-    null = cond.null_condition(2)
+    dropped = cond.from_batch({"report": ["Large right pleural effusion.", "Cardiomegaly."]}, train=True)
+    null = cond.null(2)
     assert torch.equal(dropped.context, null.context)
     assert torch.equal(null.context[0], minilm.encode("")[0])
 
@@ -70,15 +71,15 @@ def test_prompt_dropout_rate_and_training_vs_eval(minilm):
     assert 0.085 < rate < 0.115
     assert all(p in ("", "Cardiomegaly.") for p in dropped)
     batch = {"report": ["Cardiomegaly.", "Small left pleural effusion."]}
-    ev = cond(batch, train=False)
-    assert isinstance(ev, Condition) and ev.concat is None
+    ev = cond.from_batch(batch, train=False)
+    assert isinstance(ev, Condition) and set(ev.items()) == {"context"}
     assert torch.equal(ev.context, minilm.encode(batch["report"]))
     assert TextConditioner(encoder=minilm, prompt_dropout=0.0).drop(prompts) == prompts
 
 
 def test_condition_stacks_for_one_guided_call(minilm):
     cond = TextConditioner(encoder=minilm)
-    both = cond.condition(["Cardiomegaly."] * 3).cat(cond.null_condition(3))
+    both = cond.from_values(3, prompt=["Cardiomegaly."] * 3).cat(cond.null(3))
     assert both.context.shape == (6, 16, 384)
 
 
@@ -90,7 +91,7 @@ def test_non_string_prompt_is_a_clear_error(bad, minilm):
         minilm.encode([bad])
 
 
-@pytest.mark.parametrize("bad", [-1, -0.5, "abc", None, float("nan"), float("inf"), True])
+@pytest.mark.parametrize("bad", [-1, -0.5, "abc", None, float("nan"), float("inf"), True, 1e12])
 def test_bad_guidance_scale(bad):
     with pytest.raises(ValueError, match="guidance_scale must be"):
         check_guidance_scale(bad)
@@ -98,13 +99,14 @@ def test_bad_guidance_scale(bad):
 
 def test_good_guidance_scale():
     assert check_guidance_scale("3") == 3.0 and check_guidance_scale(0) == 0.0 and check_guidance_scale(7.5) == 7.5
+    assert check_guidance_scale(50) == 50.0
 
 
 def test_bad_conditioner_settings(minilm):
     with pytest.raises(ValueError, match="prompt_dropout"):
         TextConditioner(encoder=minilm, prompt_dropout=1.5)
     with pytest.raises(KeyError, match="no 'report' text"):
-        TextConditioner(encoder=minilm)({"image": torch.zeros(1)})
+        TextConditioner(encoder=minilm).from_batch({"image": torch.zeros(1)})
     with pytest.raises(ValueError, match="unknown text encoder"):
         get_text_encoder("bert-large")
 

@@ -166,18 +166,21 @@ def test_config_parse_bad_macro(zoo: Zoo):
     zoo.edit_json("configs/evaluate.json", lambda c: c.update(metric2="%no_such_item"))
     msgs = zoo.messages()
     assert len(msgs) == 1, msgs
-    assert msgs[0].startswith(f"{B}: configs/evaluate.json: config-parse: ConfigParser.parse fails (KeyError)")
+    assert msgs[0].startswith(f"{B}: configs/evaluate.json (over configs/inference.json): config-parse: "
+                              "ConfigParser.parse fails (KeyError)")
 
 
 def test_config_ref(zoo: Zoo):
     zoo.edit_json("configs/train.json", lambda c: c.update(run=["$print(@optimiser)"]))
-    assert zoo.messages() == [f"{B}: configs/train.json: config-ref: `run#0` refers to `@optimiser`, which no config defines"]
+    assert zoo.messages() == [f"{B}: configs/train.json (over configs/inference.json): config-ref: `run#0` refers to "
+                              "`@optimiser`, which no config defines"]
 
 
 def test_config_ref_in_overlay(zoo: Zoo):
     zoo.edit_json("configs/multi_gpu_train.json", lambda c: c["network"].update(module="$@net_def.to(@device)"))
     assert zoo.messages() == [
-        f"{B}: configs/multi_gpu_train.json (over configs/train.json): config-ref: `network#module` refers to "
+        f"{B}: configs/multi_gpu_train.json (over configs/inference.json, configs/train.json): config-ref: "
+        "`network#module` refers to "
         "`@net_def`, which no config defines"
     ]
 
@@ -223,6 +226,32 @@ def test_target_imports(zoo: Zoo, expr: str, detail: str):
 def test_run_id(zoo: Zoo, rel: str):
     zoo.edit_json(rel, lambda c: c.pop("run"))
     assert zoo.messages() == [f"{B}: {rel}: run-id: no `run` id: `python -m monai.bundle run` needs it as the entry point"]
+
+
+@pytest.mark.parametrize("rel, key, missing", [
+    ("configs/inference.json", "batch_size", "configs/inference.json: override-vocabulary: no id for batch_size"),
+    ("configs/train.json", "resume", "configs/train.json (over configs/inference.json): override-vocabulary: no id for resume"),
+    ("configs/evaluate.json", "report_path", "configs/evaluate.json (over configs/inference.json): override-vocabulary: "
+                                             "no id for report_path"),
+])
+def test_override_vocabulary(zoo: Zoo, rel: str, key: str, missing: str):
+    zoo.edit_json(rel, lambda c: c.pop(key))
+    msgs = zoo.messages()
+    assert len(msgs) == 1 and msgs[0].startswith(f"{B}: {missing}"), msgs
+    assert "must be settable" in msgs[0]
+
+
+def test_override_vocabulary_of_a_diffusion_sampler(zoo: Zoo):
+    zoo.edit_json("configs/inference.json", lambda c: c.update(sampler={"_target_": "common.sampling.LatentDiffusionSampler"}))
+    assert zoo.messages() == [f"{B}: configs/inference.json: override-vocabulary: no id for guidance_scale: the shared "
+                              "overrides (docs/CONTRACTS.md) must be settable"]
+
+
+def test_override_vocabulary_of_the_conditioner(zoo: Zoo):
+    zoo.edit_json("configs/inference.json", lambda c: c.update(
+        conditioner={"_target_": "common.conditioning.ClassConditioner", "class_names": ["a", "b"]}))
+    assert zoo.messages() == [f"{B}: configs/inference.json: override-vocabulary: no id for class: the shared overrides "
+                              "(docs/CONTRACTS.md) must be settable"]
 
 
 def test_model_card(zoo: Zoo):

@@ -88,7 +88,7 @@ class TextConditioner:
         num_samples = check_num_samples(num_samples)
         if prompt is None:
             raise ConditionError("missing prompt: pass --prompt \"'Small left pleural effusion.'\"")
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        prompts = list(prompt) if isinstance(prompt, (list, tuple)) else [check_prompt(prompt)]
         if len(prompts) not in (1, num_samples):
             raise ConditionError(f"{len(prompts)} prompts for num_samples={num_samples}: give one prompt or one per sample")
         return self.encode([check_prompt(p) for p in prompts])

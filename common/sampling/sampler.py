@@ -183,17 +183,19 @@ class LatentDiffusionSampler:
         generator: torch.Generator | None = None,
         noise: torch.Tensor | None = None,
         return_latents: bool = False,
-        **settings: Any,
+        settings: GenerationSettings | None = None,
+        **setting_values: Any,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Decoded images [num_samples, C_img, *spatial] (and the final scaled latents if return_latents).
 
         condition / null_condition: ``Condition`` with batch 1 (shared) or num_samples; the null condition is
-        required when guidance_scale != 1. settings: ``num_inference_steps``, ``guidance_scale``, ``progress``
-        (``GenerationSettings``). noise: optional initial latent noise [num_samples, *latent_shape]; otherwise
-        drawn on the CPU from ``generator``.
+        required when guidance_scale != 1. settings: a ``GenerationSettings``, or its values
+        (``num_inference_steps``, ``guidance_scale``, ``progress``) as keywords. noise: optional initial latent
+        noise [num_samples, *latent_shape]; otherwise drawn on the CPU from ``generator``.
         """
-        latents = self.sample_latents(
-            condition, null_condition, num_samples, generator, noise, GenerationSettings(**settings)
-        )
+        if settings is not None and setting_values:
+            raise TypeError("give either settings or their values as keywords, not both")
+        settings = settings if settings is not None else GenerationSettings(**setting_values)
+        latents = self.sample_latents(condition, null_condition, num_samples, generator, noise, settings)
         images = self.decode(latents)
         return (images, latents) if return_latents else images

@@ -82,6 +82,12 @@ class GenerationSettings:
     def guided(self) -> bool:
         return self.guidance_scale != 1.0
 
+    @classmethod
+    def from_config(cls, parser: Any, **overrides: Any) -> "GenerationSettings":
+        """The settings a bundle config holds (its `num_inference_steps`, `guidance_scale`, `progress` ids)."""
+        values = {f: parser.get_parsed_content(f) for f in ("num_inference_steps", "guidance_scale", "progress") if f in parser}
+        return cls(**{**values, **overrides})
+
 
 @dataclass(frozen=True)
 class RunSettings:

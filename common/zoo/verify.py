@@ -11,6 +11,7 @@ stable, tests and docs/verify.md refer to them):
 - ``config-ref``: an ``@id`` reference names no item (base configs alone, overlays over their base)
 - ``target``: a ``_target_`` or an ``imports`` entry does not resolve
 - ``run-id``: inference.json / train.json / evaluate.json lacks the ``run`` id
+- ``override-vocabulary``: a config stack lacks an id of the shared override vocabulary of its family
 - ``model-card``: docs/README.md lacks a model-card ``## `` section
 - ``models-size``: shipped weights in models/ over the size limit
 - ``index-file``: a file the index lists is missing or has another size / sha256
@@ -62,11 +63,26 @@ REQUIRED_FILES = (
 REQUIRED_DIRS = ("models",)
 RUN_ID = "run"
 RUN_CONFIGS = ("configs/inference.json", "configs/train.json", "configs/evaluate.json")
-# (base, overlay): the overlay is read over the base, as ``--config_file "[base, overlay]"`` does.
-OVERLAYS = (
-    ("configs/train.json", "configs/multi_gpu_train.json"),
-    ("configs/inference.json", "configs/paper.json"),
-)
+BASE_CONFIG = "configs/inference.json"
+# Every other config is an overlay read over inference.json (which defines the networks once), as
+# ``--config_file "[inference.json, overlay]"`` does; these are read over a longer stack.
+STACKS = {"configs/multi_gpu_train.json": ("configs/inference.json", "configs/train.json")}
+# The shared override vocabulary (docs/CONTRACTS.md): ids every bundle's config stack exposes, so that users
+# and pipelines drive any bundle the same way. Sampling ids apply to inference.json; conditioning ids by the
+# conditioner the bundle uses.
+VOCABULARY = {
+    "configs/inference.json": ("bundle_root", "model_dir", "output_dir", "device", "seed", "num_samples", "batch_size",
+                               "progress"),
+    "configs/train.json": ("bundle_root", "output_dir", "datalist", "device", "seed", "resume", "export_to_bundle",
+                           "model_dir"),
+    "configs/evaluate.json": ("bundle_root", "samples_dir", "datalist", "report_path", "metrics", "device"),
+}
+DIFFUSION_VOCABULARY = ("num_inference_steps", "scheduler", "guidance_scale")
+CONDITIONER_VOCABULARY = {
+    "CovariateConditioner": ("gender", "age", "ventricular_vol", "brain_vol"),
+    "TextConditioner": ("prompt",),
+    "ClassConditioner": ("class",),
+}
 MODEL_CARD_SECTIONS = ("Overview", "Usage", "Training", "Metrics", "Samples", "Limitations", "License")
 FORBIDDEN_SUFFIXES = (".py", ".pyc")
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
@@ -406,14 +422,35 @@ def check_configs(bundle_dir: Path, resolver: TargetResolver) -> list[Failure]:
     for rel in RUN_CONFIGS:
         if rel in loaded and RUN_ID not in loaded[rel]:
             out.append(Failure(bundle, rel, "run-id", f"no `{RUN_ID}` id: `python -m monai.bundle run` needs it as the entry point"))
-    for rel in RUN_CONFIGS:
-        if rel in loaded:
-            out += _check_parse_and_refs(bundle_dir, [rel], rel)
-    for base, overlay in OVERLAYS:
-        if base in loaded and overlay in loaded:
-            out += _check_parse_and_refs(bundle_dir, [base, overlay], f"{overlay} (over {base})")
-    # other configs are loaded and target-checked above; they may be overlays of unknown bases
+    for rel in sorted(loaded):
+        stack = [rel] if rel == BASE_CONFIG else [*STACKS.get(rel, (BASE_CONFIG,)), rel]
+        if all(r in loaded for r in stack):
+            label = rel if len(stack) == 1 else f"{rel} (over {', '.join(stack[:-1])})"
+            out += _check_parse_and_refs(bundle_dir, stack, label)
+            out += _check_vocabulary(bundle, rel, label, loaded, stack)
     return out
+
+
+def _check_vocabulary(bundle: str, rel: str, label: str, loaded: dict[str, dict], stack: list[str]) -> list[Failure]:
+    """The stack exposes its family's override ids (top-level keys of any config in the stack)."""
+    if rel not in VOCABULARY:
+        return []
+    ids: set[str] = set()
+    for r in stack:
+        ids |= set(loaded[r])
+    need = list(VOCABULARY[rel])
+    if rel == BASE_CONFIG:
+        sampler = str(loaded[rel].get("sampler", {}).get("_target_", "")) if isinstance(loaded[rel].get("sampler"), dict) else ""
+        if sampler.endswith("LatentDiffusionSampler"):
+            need += DIFFUSION_VOCABULARY
+        conditioner = loaded[rel].get("conditioner")
+        target = str(conditioner.get("_target_", "")) if isinstance(conditioner, dict) else ""
+        need += CONDITIONER_VOCABULARY.get(target.rsplit(".", 1)[-1], ())
+    missing = [k for k in need if k not in ids]
+    if not missing:
+        return []
+    return [Failure(bundle, label, "override-vocabulary",
+                    f"no id for {', '.join(missing)}: the shared overrides (docs/CONTRACTS.md) must be settable")]
 
 
 # ---------------------------------------------------------------- docs
