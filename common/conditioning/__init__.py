@@ -14,6 +14,7 @@ _EXPORTS = {
     "CovariateConditioner": "covariates",
     "TextConditioner": "text_conditioner",
     "ClassConditioner": "classes",
+    "repeat_classes": "classes",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -51,8 +51,12 @@ class ClassConditioner:
 
     def label_of(self, name: Any) -> int:
         """The label of a class name (any case) or of an integer label; a one-line error lists the valid names."""
-        if isinstance(name, (int, torch.Tensor)) and not isinstance(name, bool):
-            label = int(name)
+        if isinstance(name, torch.Tensor):
+            name = name.item()
+        if isinstance(name, float) and name.is_integer():
+            name = int(name)  # labels carried through a float tensor (the latent cache stores numbers as float)
+        if isinstance(name, int) and not isinstance(name, bool):
+            label = name
             if 0 <= label < len(self.class_names):
                 return label
             raise ConditionError(f"class label {label} is outside 0..{len(self.class_names) - 1} ({'|'.join(self.class_names)})")
@@ -99,3 +103,11 @@ class ClassConditioner:
     def null(self, num_samples: int = 1) -> Condition:
         """The null class for `num_samples` samples."""
         return Condition(class_labels=torch.full((int(num_samples),), self.null_label, dtype=torch.long))
+
+
+def repeat_classes(class_names: Sequence[str], classes: Any, num_samples: int) -> list[str]:
+    """The class of every sample of a run: each requested class (a name, any case, or a list of names) repeated
+    `num_samples` times, in canonical spelling. A wrong name is a one-line error listing the valid ones."""
+    num_samples = check_num_samples(num_samples)
+    names = ClassConditioner(class_names, label_dropout=0.0).names_of(classes)
+    return [name for name in names for _ in range(num_samples)]
