@@ -168,3 +168,38 @@ def test_generation_settings_one_rule_each(values, message):
 def test_generation_settings_parse_booleans():
     assert GenerationSettings(progress="false").progress is False and GenerationSettings(progress="True").progress
     assert GenerationSettings(guidance_scale=0).guided and not GenerationSettings(guidance_scale=1).guided
+
+
+# ------------------------------------------------------------------------------------------- one-line errors
+def test_bundle_run_errors_are_one_line_and_nonzero(tmp_path):
+    """The CLI prints the innermost cause as its last line (no MONAI traceback) and exits non-zero."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    bundle = repo / "bundles" / "cxr_text_ldm"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(bundle / "configs" / "inference.json"),
+           "--bundle_root", str(bundle), "--output_dir", str(tmp_path / "out"), "--num_inference_steps", "2.5"]
+    env = {k: v for k, v in os.environ.items() if k != "ZOO_DEBUG"}
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=repo)
+    assert res.returncode == 1
+    lines = res.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: num_inference_steps must be an integer, got 2.5")
+    assert "Traceback" not in res.stderr and not (tmp_path / "out").exists()
+    debug = subprocess.run(cmd, capture_output=True, text=True, env={**env, "ZOO_DEBUG": "1"}, timeout=300, cwd=repo)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+def test_root_cause_walks_the_chain():
+    from common.cli import one_line
+
+    try:
+        try:
+            raise ConditionError("unknown class 'amd': use --class with one of cnv|dme")
+        except ConditionError as inner:
+            raise RuntimeError("Failed to evaluate ConfigExpression:\n'$@condition'") from inner
+    except RuntimeError as outer:
+        assert one_line(outer) == "unknown class 'amd': use --class with one of cnv|dme"
+    assert one_line(KeyError("model_dir")) == "KeyError: model_dir"

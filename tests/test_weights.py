@@ -197,3 +197,18 @@ def test_prediction_type_must_match_the_weights(tmp_path):
 def test_import_is_light():
     code = "import sys, common.weights as w; assert 'torch' not in sys.modules; assert 'load_into' in dir(w)"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_saved_weights_honour_the_umask(tmp_path):
+    import os
+
+    import torch
+
+    from common.weights import save_weights
+
+    old = os.umask(0o022)
+    try:
+        path = save_weights({"w": torch.zeros(2)}, tmp_path / "w.safetensors")
+    finally:
+        os.umask(old)
+    assert (path.stat().st_mode & 0o777) == 0o644  # not mkstemp's 0600

@@ -109,6 +109,9 @@ def save_weights(
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=meta or None)
+        from common.io.writers import current_umask
+
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; exported weights get the usual mode
         os.replace(tmp, p)
     except BaseException:
         if os.path.exists(tmp):
