@@ -272,10 +272,11 @@ def _plot_sweep(result: dict, path: Path) -> None:
     ax.set_ylabel("class fidelity (mean over classes)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with_tmp = path.with_suffix(".tmp.png")
-    fig.savefig(with_tmp, dpi=110)
+    from common.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    with_tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """The one conditioning currency of every generative family: `Condition`, and the `Conditioner` interface.
 
 A `Condition` is an open record of what a denoiser is conditioned on, for a batch of B samples. Every
-operation (`to`, `cat`, `expand`, slicing) loops over `FIELDS`, so a new field is added in one place. How a
+operation (`to`, `cat`, `expand`, slicing) loops over the dataclass fields, so a new field is added in one place. How a
 field reaches a network is the denoiser adapter's job (`common.sampling.denoiser.UNetDenoiser`), used by
 training and sampling alike.
 """
@@ -13,9 +13,6 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Protocol, runtime_checkable
 
 import torch
-
-FIELDS: tuple[str, ...] = ("context", "vector", "image", "class_labels", "control")
-
 
 class ConditionError(ValueError):
     """A conditioning value is missing, of the wrong shape, or outside what the model was trained on."""
@@ -112,13 +109,6 @@ class Conditioner(Protocol):
     def from_values(self, num_samples: int = 1, **values: Any) -> Condition: ...
 
     def null(self, num_samples: int = 1) -> Condition: ...
-
-
-def check_num_samples(num_samples: Any) -> int:
-    """num_samples as an int >= 1, or a one-line ConditionError."""
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ConditionError(f"num_samples must be an integer >= 1, got {num_samples!r}")
-    return int(num_samples)
 
 
 def drop_mask(n: int, probability: float, generator: torch.Generator | None = None) -> torch.Tensor:

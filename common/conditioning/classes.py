@@ -13,7 +13,8 @@ from typing import Any
 
 import torch
 
-from common.conditioning.base import Condition, ConditionError, check_num_samples, drop_mask
+from common.conditioning.base import Condition, ConditionError, drop_mask
+from common.sampling.settings import check_num_samples
 
 __all__ = ["ClassConditioner"]
 
@@ -69,12 +70,16 @@ class ClassConditioner:
             )
         return lowered.index(text)
 
-    def names_of(self, classes: Any) -> list[str]:
-        """The canonical names of a class name or a list of them (validated)."""
+    def labels_of(self, classes: Any) -> list[int]:
+        """The labels of a class name or label, or of a list of them (validated)."""
         items = [classes] if isinstance(classes, (str, int)) else list(classes)
         if not items:
             raise ConditionError("no class given: pass --class with one of " + "|".join(self.class_names))
-        return [self.class_names[self.label_of(c)] for c in items]
+        return [self.label_of(c) for c in items]
+
+    def names_of(self, classes: Any) -> list[str]:
+        """The canonical names of a class name or a list of them (validated)."""
+        return [self.class_names[label] for label in self.labels_of(classes)]
 
     def from_batch(self, batch: Mapping[str, Any], train: bool = True) -> Condition:
         """Labels of a collated batch (`key` holds labels or names); label dropout only when `train`."""
@@ -95,7 +100,7 @@ class ClassConditioner:
         num_samples = check_num_samples(num_samples)
         if classes is None:
             raise ConditionError("missing class: pass --class with one of " + "|".join(self.class_names))
-        labels = [self.label_of(c) for c in self.names_of(classes)]
+        labels = self.labels_of(classes)
         if len(labels) not in (1, num_samples):
             raise ConditionError(f"{len(labels)} classes for num_samples={num_samples}: give one class or one per sample")
         return Condition(class_labels=torch.tensor(labels, dtype=torch.long))

@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from common.conditioning.base import Condition, ConditionError, check_num_samples
+from common.conditioning.base import Condition, ConditionError
+from common.sampling.settings import check_num_samples
 
 COVARIATE_KEYS: tuple[str, ...] = ("gender", "age", "ventricular_vol", "brain_vol")
 

@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from common.conditioning.base import Condition, ConditionError, check_num_samples, drop_mask
+from common.conditioning.base import Condition, ConditionError, drop_mask
+from common.sampling.settings import check_num_samples
 from common.conditioning.text import TextEncoder, check_prompt, get_text_encoder
 
 __all__ = ["TextConditioner"]
@@ -88,7 +89,7 @@ class TextConditioner:
         num_samples = check_num_samples(num_samples)
         if prompt is None:
             raise ConditionError("missing prompt: pass --prompt \"'Small left pleural effusion.'\"")
-        prompts = list(prompt) if isinstance(prompt, (list, tuple)) else [check_prompt(prompt)]
+        prompts = list(prompt) if isinstance(prompt, (list, tuple)) else [prompt]
         if len(prompts) not in (1, num_samples):
             raise ConditionError(f"{len(prompts)} prompts for num_samples={num_samples}: give one prompt or one per sample")
         return self.encode([check_prompt(p) for p in prompts])

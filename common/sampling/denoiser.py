@@ -100,7 +100,10 @@ class GuidedDenoiser:
 
     def __init__(self, denoiser: Denoiser, guidance_scale: float, null_condition: Condition | None) -> None:
         if guidance_scale != 1.0 and null_condition is None:
-            raise ConditionError("guidance_scale != 1 needs the null condition (the unconditional input)")
+            raise ConditionError(
+                "guidance_scale != 1 needs the null condition (null_condition, the unconditional input); "
+                "pass one or set guidance_scale 1.0"
+            )
         self.denoiser = denoiser
         self.guidance_scale = float(guidance_scale)
         self.null_condition = null_condition

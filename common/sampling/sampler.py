@@ -12,7 +12,7 @@ from torch import nn
 from common.conditioning.base import Condition, ConditionError
 from common.sampling.decode import DECODE_MODES, decode_latents
 from common.sampling.denoiser import Denoiser, GuidedDenoiser, UNetDenoiser
-from common.sampling.settings import GenerationSettings
+from common.sampling.settings import GenerationSettings, check_num_samples
 
 
 def _step_kwargs(scheduler: Any, generator: torch.Generator | None, device: torch.device) -> dict[str, Any]:
@@ -151,20 +151,14 @@ class LatentDiffusionSampler:
         if self.released:
             raise RuntimeError("the denoiser was released (release_denoiser); build a new sampler to sample again")
         settings = settings or GenerationSettings()
-        n = int(num_samples)
-        if n < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        if settings.guided and null_condition is None:
-            raise ValueError("guidance_scale != 1 needs a null_condition (the unconditional input); pass one or set 1.0")
+        n = check_num_samples(num_samples)
         cond = self._prepare(condition, n, "condition")
         null = self._prepare(null_condition, n, "null_condition") if settings.guided else None
-        if settings.guided and set((cond or Condition()).items()) != set(null.items()):
-            raise ValueError("condition and null_condition must fill the same fields")
+        denoiser = GuidedDenoiser(self.denoiser, settings.guidance_scale, null)  # checks the null condition
         if noise is None:
             noise = self.noise(n, generator)
         elif tuple(noise.shape) != (n, *self.latent_shape):
             raise ValueError(f"noise shape {tuple(noise.shape)} != (num_samples, *latent_shape) = {(n, *self.latent_shape)}")
-        denoiser = GuidedDenoiser(self.denoiser, settings.guidance_scale, null)
         return denoise(
             denoiser, self.scheduler, noise.to(self.device, torch.float32), cond, settings.num_inference_steps,
             generator, settings.progress,

@@ -56,6 +56,11 @@ def check_bool(name: str, value: Any) -> bool:
     raise SettingsError(f"{name} must be true or false, got {value!r}")
 
 
+def check_num_samples(value: Any) -> int:
+    """The one rule for num_samples, shared by the run settings and the conditioners."""
+    return check_int("num_samples", value, 1, MAX_NUM_SAMPLES)
+
+
 def check_num_inference_steps(value: Any) -> int:
     return check_int("num_inference_steps", value, 1, MAX_INFERENCE_STEPS)
 
@@ -98,6 +103,6 @@ class RunSettings:
     batch_size: int = 1
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "num_samples", check_int("num_samples", self.num_samples, 1, MAX_NUM_SAMPLES))
+        object.__setattr__(self, "num_samples", check_num_samples(self.num_samples))
         object.__setattr__(self, "seed", check_int("seed", self.seed, 0, 2**63 - 1))
         object.__setattr__(self, "batch_size", check_int("batch_size", self.batch_size, 1))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -17,12 +18,9 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
+from common.sampling.denoiser import unwrap
+
 logger = logging.getLogger(__name__)
-
-
-def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
-    """The module inside DistributedDataParallel / DataParallel."""
-    return network.module if hasattr(network, "module") and isinstance(network.module, torch.nn.Module) else network
 
 
 def _is_main_process() -> bool:
@@ -112,7 +110,7 @@ class ResumeFromLatest:
     def _start_from_weights(self, engine: Engine) -> None:
         from common.weights import load_into
 
-        metadata = load_into(_unwrap(self.network), self.init_weights, strict=True)
+        metadata = load_into(unwrap(self.network), self.init_weights, strict=True)
         for key in ("epoch", "iteration"):
             if str(metadata.get(key, "")).isdigit():
                 setattr(engine.state, key, int(metadata[key]))
@@ -166,7 +164,7 @@ class SafetensorsExport:
         from common.weights import save_weights
 
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        state = _unwrap(self.network).state_dict()
+        state = unwrap(self.network).state_dict()
         bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
         if bad:
             raise TrainingError(f"weights {bad[:3]} are not finite: not exported to {self.path}")
@@ -249,7 +247,7 @@ class FiniteLoss:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
-        bad = {k: v for k, v in loggable(engine.state.output).items() if not torch.isfinite(torch.tensor(v))}
+        bad = {k: v for k, v in loggable(engine.state.output).items() if not math.isfinite(v)}
         if bad:
             raise TrainingError(
                 f"non-finite loss {bad} at iteration {engine.state.iteration}: check the data for NaN/inf values "

@@ -440,12 +440,10 @@ def _check_vocabulary(bundle: str, rel: str, label: str, loaded: dict[str, dict]
         ids |= set(loaded[r])
     need = list(VOCABULARY[rel])
     if rel == BASE_CONFIG:
-        sampler = str(loaded[rel].get("sampler", {}).get("_target_", "")) if isinstance(loaded[rel].get("sampler"), dict) else ""
-        if sampler.endswith("LatentDiffusionSampler"):
+        targets = dict(_iter_targets(loaded[rel]))  # id -> _target_ of every component
+        if str(targets.get("sampler", "")).endswith("LatentDiffusionSampler"):
             need += DIFFUSION_VOCABULARY
-        conditioner = loaded[rel].get("conditioner")
-        target = str(conditioner.get("_target_", "")) if isinstance(conditioner, dict) else ""
-        need += CONDITIONER_VOCABULARY.get(target.rsplit(".", 1)[-1], ())
+        need += CONDITIONER_VOCABULARY.get(str(targets.get("conditioner", "")).rsplit(".", 1)[-1], ())
     missing = [k for k in need if k not in ids]
     if not missing:
         return []
