@@ -43,6 +43,83 @@ def _hook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType |
     print(f"error: {one_line(exc)}  [{DEBUG_ENV}=1 shows the traceback]", file=sys.stderr, flush=True)
 
 
+# arguments of `python -m monai.bundle run` itself (not config ids)
+RUN_ARGS = frozenset({"config_file", "meta_file", "logging_file", "init_id", "run_id", "final_id", "tracking",
+                      "args_file", "workflow_type", "workflow_name", "properties_path"})
+
+
+class OverrideError(ValueError):
+    """A command-line override names no id of the bundle's configs."""
+
+
+def _command_line(argv: list[str]) -> tuple[list[str], list[str]] | None:
+    """(config files, override keys) of a `python -m monai.bundle run` command line, or None for another program."""
+    if not argv or not argv[0].replace("\\", "/").endswith("monai/bundle/__main__.py") or argv[1:2] != ["run"]:
+        return None
+    import ast
+
+    keys, values = [], {}
+    args = argv[2:]
+    i = 0
+    while i < len(args):
+        token = args[i]
+        if token.startswith("--"):
+            key, eq, value = token[2:].partition("=")
+            if not eq and i + 1 < len(args) and not args[i + 1].startswith("--"):
+                value, i = args[i + 1], i + 1
+            keys.append(key)
+            values[key] = value
+        i += 1
+    files = values.get("config_file", "")
+    try:
+        parsed = ast.literal_eval(files) if files.strip().startswith(("[", "(")) else files
+    except (ValueError, SyntaxError):
+        parsed = files
+    config_files = [parsed] if isinstance(parsed, str) else [str(f) for f in parsed]
+    return [f for f in config_files if f], keys
+
+
+def config_ids(config_files: list[str]) -> set[str]:
+    """Every id of the merged configs: top-level keys and nested paths (``a#b``, ``a#0``)."""
+    from monai.bundle import ConfigParser
+
+    ids: set[str] = set()
+
+    def walk(prefix: str, value: object) -> None:
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        for k, v in items:
+            path = f"{prefix}#{k}" if prefix else str(k)
+            ids.add(path)
+            walk(path, v)
+
+    walk("", ConfigParser.load_config_files(config_files))
+    return ids
+
+
+def check_overrides(argv: list[str] | None = None) -> None:
+    """Refuse an override that names no config id (``--guidance 9.0`` would otherwise be silently ignored),
+    naming the closest id. Only for `python -m monai.bundle run` command lines."""
+    import difflib
+
+    found = _command_line(list(sys.argv if argv is None else argv))
+    if found is None or not found[0]:
+        return
+    config_files, keys = found
+    try:
+        known = config_ids(config_files)
+    except Exception:
+        return  # MONAI itself reports unreadable config files
+    for key in keys:
+        if key in RUN_ARGS or key in known:
+            continue
+        top = [k for k in known if "#" not in k] + sorted(RUN_ARGS)
+        close = difflib.get_close_matches(key, top if "#" not in key else sorted(known), n=1, cutoff=0.5)
+        hint = f"did you mean --{close[0]}?" if close else "see the bundle's configs for the ids it takes"
+        raise OverrideError(f"unknown override --{key}: this bundle has no id {key!r}; {hint}")
+
+
 def install() -> None:
-    """Print uncaught errors of this process as one line (see the module docstring)."""
+    """Print uncaught errors of this process as one line (see the module docstring), and refuse command-line
+    overrides the configs do not know."""
     sys.excepthook = _hook
+    check_overrides()

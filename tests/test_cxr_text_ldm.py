@@ -97,7 +97,12 @@ def test_tiny_inference_png_same_seed_same_output(tiny, tmp_path):
     a = _infer(tiny, tmp_path / "a", seed=7, num_samples=2, prompt="Large left pleural effusion.", guidance_scale=3.0)
     b = _infer(tiny, tmp_path / "b", seed=7, num_samples=2, prompt="Large left pleural effusion.", guidance_scale=3.0)
     c = _infer(tiny, tmp_path / "c", seed=8, num_samples=1, prompt="Large left pleural effusion.", guidance_scale=3.0)
-    assert [x.name for x in a] == ["cxr_seed7_0000.png", "cxr_seed7_0001.png"]
+    tag = "p" + __import__("hashlib").sha256(b"Large left pleural effusion.").hexdigest()[:8]
+    assert [x.name for x in a] == [f"cxr_{tag}_seed7_0000.png", f"cxr_{tag}_seed7_0001.png"]
+    # another prompt, same seed: other names, so neither run replaces the other's files
+    names_a = [x.name for x in a]
+    both = _infer(tiny, tmp_path / "a", seed=7, num_samples=1, prompt="No acute cardiopulmonary process.")
+    assert len(both) == 3 and set(names_a) < {x.name for x in both}
     arrays = [np.asarray(Image.open(x)) for x in a]
     assert all(x.shape == (64, 64) and x.dtype == np.uint8 for x in arrays)
     assert all(x.read_bytes() == y.read_bytes() for x, y in zip(a, b))
@@ -108,7 +113,7 @@ def test_tiny_inference_nifti_option(tiny, tmp_path):
     import nibabel as nib
 
     files = _infer(tiny, tmp_path / "n", output_format="nifti", scheduler="dpmpp2m")
-    assert [f.name for f in files] == ["cxr_seed0_0000.nii.gz"]
+    assert len(files) == 1 and files[0].name.startswith("cxr_p") and files[0].name.endswith("_seed0_0000.nii.gz")
     img = nib.load(str(files[0]))
     data = np.asarray(img.dataobj)
     assert data.shape[:2] == (64, 64) and 0.0 <= data.min() and data.max() <= 1.0
@@ -175,6 +180,6 @@ def test_shipped_weights_sample(tmp_path):
     out = tmp_path / "shipped"
     _run("inference.json", output_dir=str(out), num_inference_steps=4, progress=False, seed=1)
     files = sorted(out.iterdir())
-    assert [f.name for f in files] == ["cxr_seed1_0000.png"]
+    assert len(files) == 1 and files[0].name.startswith("cxr_p") and files[0].name.endswith("_seed1_0000.png")
     img = np.asarray(Image.open(files[0]))
     assert img.shape == (128, 128) and img.dtype == np.uint8 and img.std() > 5

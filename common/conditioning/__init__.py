@@ -13,6 +13,7 @@ _EXPORTS = {
     "ConditionError": "base",
     "CovariateConditioner": "covariates",
     "TextConditioner": "text_conditioner",
+    "prompt_tag": "text_conditioner",
     "ClassConditioner": "classes",
     "repeat_classes": "classes",
 }

@@ -97,3 +97,13 @@ class TextConditioner:
     def null(self, num_samples: int = 1) -> Condition:
         """The unconditional Condition (empty prompt) for ``num_samples`` samples."""
         return self.encode([""] * int(num_samples))
+
+
+def prompt_tag(prompt: str | Sequence[str]) -> str | list[str]:
+    """A short file-name tag per prompt (``p`` + 8 hex digits of its sha256, after the same whitespace clean-up
+    as encoding), so that runs with different prompts and the same seed never replace each other's files."""
+    import hashlib
+
+    prompts = list(prompt) if isinstance(prompt, (list, tuple)) else [prompt]
+    tags = ["p" + hashlib.sha256(" ".join(check_prompt(p).split()).encode()).hexdigest()[:8] for p in prompts]
+    return tags if isinstance(prompt, (list, tuple)) else tags[0]

@@ -15,6 +15,7 @@ import gzip
 import io
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,6 +61,28 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def staged_folder(output_dir: str | os.PathLike, prefix: str = ".tmp-") -> Iterator[tuple[Path, Path]]:
+    """(output folder, hidden temp folder inside it) for a run that writes several files all or nothing.
+
+    The caller writes into the temp folder and ``os.replace``s each file into the output folder once all are
+    written; the temp folder is always removed, and an output folder this call created is removed again if the
+    run left it empty (an error, nothing written).
+    """
+    out_dir = Path(output_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"output_dir {out_dir} is a file; give a folder")
+    created = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=prefix, dir=out_dir))
+    try:
+        yield out_dir, tmp_dir
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()
 
 
 def write_bytes(data: bytes, path: str | os.PathLike) -> Path:

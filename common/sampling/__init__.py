@@ -23,6 +23,8 @@ _EXPORTS = {
     "decode_latents": "decode",
     "slab_decode": "decode",
     "tiled_decode": "decode",
+    "AutoregressiveSampler": "autoregressive",
+    "select_prior": "autoregressive",
 }
 
 __all__ = sorted(_EXPORTS)

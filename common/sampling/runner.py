@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -81,17 +78,10 @@ def run_sampling(
             raise ValueError(f"{name} has batch {cond.batch_size}; give 1 (shared) or num_samples={n}")
     tags = _tags(sample_tags, n)
     names = [sample_filename(f"{prefix}_{tag}" if tag else prefix, run.seed, i, file_format) for i, tag in enumerate(tags)]
-    out_dir = Path(output_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise NotADirectoryError(f"output_dir {out_dir} is a file; give a folder")
-    created = not out_dir.exists()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from common.io.writers import staged_folder, write_nifti, write_png
 
-    from common.io.writers import write_nifti, write_png
-
-    tmp_dir = Path(tempfile.mkdtemp(prefix=".tmp-sampling-", dir=out_dir))
     batches = [(lo, min(lo + run.batch_size, n)) for lo in range(0, n, run.batch_size)]
-    try:
+    with staged_folder(output_dir, ".tmp-sampling-") as (out_dir, tmp_dir):
         latents = []
         for lo, hi in batches:
             noise = torch.stack(
@@ -121,10 +111,6 @@ def run_sampling(
         for name in names:
             os.replace(tmp_dir / name, out_dir / name)
             paths.append(str(out_dir / name))
-        for path in paths:
-            print(path)
-        return paths
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        if created and not any(out_dir.iterdir()):
-            out_dir.rmdir()
+    for path in paths:
+        print(path)
+    return paths

@@ -40,6 +40,10 @@ _EXPORTS = {
     "codebook_stats": "autoencoder",
     "latest_checkpoint": "handlers",
     "load_datalist": "data",
+    "RestartDeadCodes": "codebook",
+    "TokenPrepareBatch": "transformer",
+    "TokenCrossEntropy": "transformer",
+    "shifted_inputs": "transformer",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -50,25 +50,33 @@ class KLAutoencoderInferer(Inferer):
 class VQAutoencoderInferer(Inferer):
     """Runs a MONAI VQVAE and returns the reconstruction; keeps its quantisation loss and codebook statistics.
 
-    The code indices are read with a forward hook on the quantiser, so a DDP-wrapped network still runs through
-    its own forward (gradients synchronise).
+    The code indices and the encoder outputs are read with a forward hook on the quantiser, so a DDP-wrapped
+    network still runs through its own forward (gradients synchronise); `last_encodings` ([N, D]) feeds the
+    dead-code restarts (``common.training.codebook.RestartDeadCodes``).
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.regularisers: dict[str, torch.Tensor] = {}
         self.stats: dict[str, float] = {}
+        self.last_encodings: torch.Tensor | None = None
 
     def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
         from common.sampling.denoiser import unwrap
 
         quantizer = unwrap(network).quantizer.quantizer
         captured: dict[str, torch.Tensor] = {}
-        handle = quantizer.register_forward_hook(lambda module, args, out: captured.__setitem__("indices", out[2]))
+
+        def keep(module: Any, args: tuple, out: tuple) -> None:
+            captured["indices"], captured["inputs"] = out[2], args[0]
+
+        handle = quantizer.register_forward_hook(keep)
         try:
             reconstruction, quantization_loss = network(inputs)
         finally:
             handle.remove()
+        encodings = captured["inputs"].detach()
+        self.last_encodings = encodings.movedim(1, -1).reshape(-1, encodings.shape[1])
         self.regularisers = {"quantization": quantization_loss}
         self.stats = codebook_stats(captured["indices"], int(quantizer.num_embeddings))
         return reconstruction

@@ -11,8 +11,8 @@ def load_datalist(datalist: str, split: str = "training", max_items: int | None 
     """Entries of one split of a Decathlon-style datalist, file paths made absolute (relative to its folder)."""
     if not datalist or not os.path.isfile(datalist):
         raise FileNotFoundError(
-            f"datalist not found: {datalist!r}; make the built-in one with "
-            "`python -m common.data make brain --dims 3 --n 64 --out DIR` and pass --datalist DIR/datalist.json"
+            f"datalist not found: {datalist!r}; make a built-in population with `python -m common.data make "
+            "brain|cxr|mammo|oct --n N --out DIR` (the bundle's card gives its command) and pass --datalist DIR/datalist.json"
         )
     try:
         with open(datalist) as f:

@@ -66,6 +66,8 @@ class LatentCacheDataset(Dataset):
         sample_posterior: draw z = mu + sigma * eps per item access (else the mean; a VQVAE has no sigma).
         scale_factor: fixed scale; None computes 1/std over all training latents (seeded, same on every rank).
         device: where to encode.
+        tokens: keep a VQVAE's code indices (``index_quantize``: long [*spatial], the token grid an
+            autoregressive prior trains on) instead of latents; no posterior and no scale factor.
     """
 
     def __init__(
@@ -80,6 +82,7 @@ class LatentCacheDataset(Dataset):
         scale_factor: float | None = None,
         device: str | torch.device = "cpu",
         seed: int = 0,
+        tokens: bool = False,
     ) -> None:
         if len(data) == 0:
             raise ValueError("LatentCacheDataset: the datalist split is empty")
@@ -93,6 +96,11 @@ class LatentCacheDataset(Dataset):
         self.scale_factor = None if scale_factor is None else float(scale_factor)
         self.device = torch.device(device)
         self.seed = int(seed)
+        self.tokens = bool(tokens)
+        if self.tokens and not hasattr(autoencoder, "index_quantize"):
+            raise ValueError("tokens=True needs a VQVAE stage 1 (it has no index_quantize)")
+        if self.tokens:
+            self.sample_posterior, self.scale_factor = False, 1.0
         self._mu: torch.Tensor | None = None
         self._sigma: torch.Tensor | None = None
         self._extras: list[dict[str, Any]] = []
@@ -116,7 +124,10 @@ class LatentCacheDataset(Dataset):
         for entry in self.data:
             item = self.transform(dict(entry))
             image = torch.as_tensor(item[self.image_key]).float().unsqueeze(0).to(self.device)
-            z_mu, z_sigma = encode_latent(net, image)
+            if self.tokens:
+                z_mu, z_sigma = net.index_quantize(image), None
+            else:
+                z_mu, z_sigma = encode_latent(net, image)
             mus.append(z_mu[0].cpu())
             sigmas.append(torch.zeros_like(z_mu[0].cpu()) if z_sigma is None else z_sigma[0].cpu())
             self._extras.append(_scalar_items(item, skip={self.image_key}))
@@ -129,7 +140,8 @@ class LatentCacheDataset(Dataset):
             z = self._mu + self._sigma * torch.randn(self._mu.shape, generator=gen) if self.sample_posterior else self._mu
             self.scale_factor = compute_scale_factor(z)
         logger.info(
-            "encoded %d latents of shape %s; scale factor %.6f", len(mus), tuple(self._mu.shape[1:]), self.scale_factor
+            "encoded %d %s of shape %s; scale factor %.6f", len(mus), "token grids" if self.tokens else "latents",
+            tuple(self._mu.shape[1:]), self.scale_factor,
         )
 
     @property
@@ -142,6 +154,8 @@ class LatentCacheDataset(Dataset):
         self.build()
         assert self._mu is not None and self._sigma is not None and self.scale_factor is not None
         z = self._mu[index]
+        if self.tokens:
+            return {self.latent_key: z, **self._extras[index]}
         if self.sample_posterior:
             z = z + self._sigma[index] * torch.randn_like(z)
         return {self.latent_key: z * self.scale_factor, **self._extras[index]}

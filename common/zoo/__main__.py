@@ -98,7 +98,31 @@ def cmd_info(index: dict[str, Any], args: argparse.Namespace) -> int:
     return 0
 
 
+def pipeline_path(name: str) -> Path:
+    """A pipeline config: a path to a .json file, or a name in ./pipelines (then in the repository's pipelines/)."""
+    if name.endswith(".json"):
+        return Path(name)
+    local = Path("pipelines") / f"{name}.json"
+    return local if local.is_file() else Path(__file__).resolve().parents[2] / "pipelines" / f"{name}.json"
+
+
 def cmd_download(index: dict[str, Any], args: argparse.Namespace) -> int:
+    if bool(args.name) == bool(args.pipeline):
+        raise DownloadError("give a bundle name or --pipeline NAME (not both)")
+    if args.pipeline:
+        from common.pipelines.steps import PipelineError, pipeline_bundles
+
+        try:
+            bundles = pipeline_bundles(pipeline_path(args.pipeline))
+        except PipelineError as err:
+            raise DownloadError(str(err)) from None
+        print(f"pipeline {args.pipeline} needs: {', '.join(bundles)}")
+        for name in bundles:
+            get_entry(index, name)  # every name known before anything is fetched
+        for name in bundles:
+            one = argparse.Namespace(**{**vars(args), "name": name, "pipeline": None})
+            cmd_download(index, one)
+        return 0
     entry = get_entry(index, args.name)
     check_version(args.name, entry, args.version)
     if args.published:
@@ -173,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = sub.add_parser("download", parents=[common], help="download a bundle (and what it depends on), checked")
-    p.add_argument("name")
+    p.add_argument("name", nargs="?", default=None)
+    p.add_argument("--pipeline", default=None, help="download every bundle a pipeline (pipelines/NAME.json) uses")
     p.add_argument("--version", default=None, help="bundle version (must be the one the index lists)")
     p.add_argument("--source", choices=SOURCES, default="huggingface", help="where from (default: huggingface)")
     p.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="folder of bundles to write into (default: ./bundles)")
