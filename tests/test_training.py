@@ -373,3 +373,44 @@ def test_import_is_light():
     code = "import sys, common.training, common.conditioning; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_truncated_newest_checkpoint_falls_back_to_the_one_before_and_says_so(tmp_path, capsys):
+    """A crash while writing the newest checkpoint must not block resume: the one before it is used, announced."""
+    import os
+
+    from monai.handlers import CheckpointSaver
+
+    from common.training.handlers import EngineProgress, ResumeFromLatest, TrainingError
+
+    ckpt = tmp_path / "ckpt"
+
+    def build(max_epochs):
+        progress = EngineProgress()
+        trainer, net, opt = _toy_engine(max_epochs, [])
+        save_dict = {"net": net, "opt": opt, "progress": progress}
+        resume = ResumeFromLatest(str(ckpt), save_dict)
+        for h in (progress, resume, CheckpointSaver(str(ckpt), save_dict, file_prefix="toy", epoch_level=False,
+                                                    save_interval=2, n_saved=3)):
+            h.attach(trainer)
+        return trainer, resume
+
+    trainer, _ = build(2)
+    trainer.run()  # 6 iterations: checkpoints at 2, 4, 6
+    files = sorted(ckpt.glob("*.pt"), key=os.path.getmtime)
+    assert len(files) == 3
+    newest = files[-1]
+    newest.write_bytes(newest.read_bytes()[:100])  # cut short, as by a kill during the write
+    capsys.readouterr()
+    trainer, resume = build(3)
+    trainer.run()
+    out = capsys.readouterr().out
+    assert resume.loaded_from == str(files[-2]) and f"checkpoint {newest} does not load" in out
+    assert f"resumed from {files[-2]} at epoch " in out and out.rstrip().endswith("iteration 4")
+    assert trainer.state.iteration > 4  # training went on from the fallback checkpoint
+    for f in ckpt.glob("*.pt"):
+        f.write_bytes(b"garbage")
+    trainer, _ = build(4)
+    with pytest.raises(TrainingError, match="no checkpoint in .* loads .*pass --resume false") as err:
+        trainer.run()
+    assert "\n" not in str(err.value)

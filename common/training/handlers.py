@@ -54,10 +54,22 @@ class EngineProgress:
         self.engine.state.iteration = int(state["iteration"])
 
 
+def checkpoints_newest_first(checkpoint_dir: str, pattern: str = "*.pt") -> list[str]:
+    """Checkpoint files in a folder, newest (by modification time) first."""
+    files = [f for f in glob.glob(os.path.join(checkpoint_dir, pattern)) if os.path.isfile(f)]
+    return sorted(files, key=os.path.getmtime, reverse=True)
+
+
 def latest_checkpoint(checkpoint_dir: str, pattern: str = "*.pt") -> str | None:
     """Newest checkpoint file in a folder (by modification time), or None."""
-    files = [f for f in glob.glob(os.path.join(checkpoint_dir, pattern)) if os.path.isfile(f)]
-    return max(files, key=os.path.getmtime) if files else None
+    files = checkpoints_newest_first(checkpoint_dir, pattern)
+    return files[0] if files else None
+
+
+def _announce(message: str) -> None:
+    """A line the user must see whatever the logging set-up (resume decisions), once per run (main process)."""
+    if _is_main_process():
+        print(message, flush=True)
 
 
 class ResumeFromLatest:
@@ -96,16 +108,28 @@ class ResumeFromLatest:
     def __call__(self, engine: Engine) -> None:
         from monai.handlers import CheckpointLoader
 
-        path = latest_checkpoint(self.checkpoint_dir, self.pattern) if self.resume else None
-        if path is None:
+        from common.cli import one_line
+
+        candidates = checkpoints_newest_first(self.checkpoint_dir, self.pattern) if self.resume else []
+        if not candidates:
             if self.init_weights:
                 self._start_from_weights(engine)
             else:
-                engine.logger.info("no checkpoint in %s: training from scratch", self.checkpoint_dir)
+                _announce(f"no checkpoint in {self.checkpoint_dir}: training from scratch")
             return
-        CheckpointLoader(load_path=path, load_dict=self.load_dict, map_location="cpu", strict=True)(engine)
-        self.loaded_from = path
-        engine.logger.info("resumed from %s at epoch %d, iteration %d", path, engine.state.epoch, engine.state.iteration)
+        failures = []
+        for path in candidates:  # a checkpoint cut short by a crash is skipped for the one before it
+            try:
+                CheckpointLoader(load_path=path, load_dict=self.load_dict, map_location="cpu", strict=True)(engine)
+            except Exception as exc:
+                failures.append(f"{os.path.basename(path)} ({one_line(exc)})")
+                _announce(f"checkpoint {path} does not load ({one_line(exc)}): trying the one before it")
+                continue
+            self.loaded_from = path
+            _announce(f"resumed from {path} at epoch {engine.state.epoch}, iteration {engine.state.iteration}")
+            return
+        raise TrainingError(f"no checkpoint in {self.checkpoint_dir} loads ({'; '.join(failures)[:300]}): delete "
+                            "them or pass --resume false to start from scratch")
 
     def _start_from_weights(self, engine: Engine) -> None:
         from common.weights import load_into
@@ -115,8 +139,8 @@ class ResumeFromLatest:
             if str(metadata.get(key, "")).isdigit():
                 setattr(engine.state, key, int(metadata[key]))
         self.loaded_from = self.init_weights
-        engine.logger.info("no checkpoint in %s: starting from the weights %s (iteration %d, fresh optimiser)",
-                           self.checkpoint_dir, self.init_weights, engine.state.iteration)
+        _announce(f"no checkpoint in {self.checkpoint_dir}: starting from the weights {self.init_weights} "
+                  f"(iteration {engine.state.iteration}, fresh optimiser)")
 
 
 class SafetensorsExport:

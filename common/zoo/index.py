@@ -227,3 +227,40 @@ def load_index(path: str | os.PathLike | None = None) -> dict[str, Any]:
             "update the zoo code or rebuild the index"
         )
     return index
+
+
+def checked_weights(bundle_root: str | os.PathLike, path: str | os.PathLike, check: Any = True,
+                    index_path: str | os.PathLike | None = None) -> str:
+    """``path`` after checking a bundle's shipped weights against the sha256 the zoo index lists for them.
+
+    Inference configs load weights through this, so a tampered, truncated or retrained file in the bundle's
+    ``models/`` is refused with one line instead of sampling silently. Weights outside the bundle (``--model_dir``
+    of a training run), files the index does not list and ``check=false`` (``--check_weights false``: weights you
+    trained into the bundle) pass unchecked.
+    """
+    from common.sampling.settings import check_bool
+
+    if not check_bool("check_weights", check):
+        return str(path)
+    root, file = Path(bundle_root).resolve(), Path(path).resolve()
+    try:
+        rel = file.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+    try:
+        name = read_metadata(root).get("name") or root.name
+        entry = load_index(index_path)["bundles"].get(name)
+    except ZooIndexError:
+        return str(path)
+    listed = {f.get("path"): f.get("sha256") for f in (entry or {}).get("files", [])}
+    expected = listed.get(rel)
+    if not expected or not file.is_file():
+        return str(path)
+    actual = sha256_file(file)
+    if actual != expected:
+        raise ZooIndexError(
+            f"{path}: sha256 {actual[:12]}... is not that of the {name} {entry.get('version')} weights the zoo index "
+            f"lists ({expected[:12]}...): restore them with `python -m common.zoo download {name} --force`, or pass "
+            "--check_weights false to use weights you trained"
+        )
+    return str(path)
