@@ -96,6 +96,23 @@ def config_ids(config_files: list[str]) -> set[str]:
     return ids
 
 
+def check_device(argv: list[str] | None = None) -> None:
+    """``--device cuda`` on a machine where PyTorch sees no GPU: one line now, not a traceback mid-run."""
+    found = _command_line(list(sys.argv if argv is None else argv))
+    if found is None:
+        return
+    args = list(sys.argv if argv is None else argv)
+    for i, token in enumerate(args):
+        value = token.split("=", 1)[1] if token.startswith("--device=") else (
+            args[i + 1] if token == "--device" and i + 1 < len(args) else None)
+        if value and value.strip().lower().startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise OverrideError(f"--device {value}: PyTorch sees no CUDA GPU on this machine (torch "
+                                    f"{torch.__version__}): use --device cpu")
+
+
 def check_overrides(argv: list[str] | None = None) -> None:
     """Refuse an override that names no config id (``--guidance 9.0`` would otherwise be silently ignored),
     naming the closest id. Only for `python -m monai.bundle run` command lines."""
@@ -123,3 +140,4 @@ def install() -> None:
     overrides the configs do not know."""
     sys.excepthook = _hook
     check_overrides()
+    check_device()

@@ -7,6 +7,10 @@ import os
 from typing import Any
 
 
+# datalist keys that name image files (checked to exist before training starts)
+IMAGE_KEYS = ("image", "flair", "image_lowres", "seg", "label_image")
+
+
 def load_datalist(datalist: str, split: str = "training", max_items: int | None = None) -> list[dict[str, Any]]:
     """Entries of one split of a Decathlon-style datalist, file paths made absolute (relative to its folder)."""
     if not datalist or not os.path.isfile(datalist):
@@ -31,4 +35,9 @@ def load_datalist(datalist: str, split: str = "training", max_items: int | None 
                                       base_dir=os.path.dirname(os.path.abspath(datalist)))
     if max_items is not None and int(max_items) > 0:
         entries = entries[: int(max_items)]
+    missing = [v for e in entries for k, v in e.items()
+               if isinstance(v, str) and k in IMAGE_KEYS and not os.path.isfile(v)]
+    if missing:
+        raise FileNotFoundError(f"datalist {datalist} names {len(missing)} file(s) that do not exist, e.g. {missing[0]}: "
+                                "fix the paths (relative to the datalist's folder) or regenerate the data")
     return entries

@@ -94,9 +94,11 @@ class ResumeFromLatest:
     ) -> None:
         if init_weights and network is None:
             raise ValueError("ResumeFromLatest: init_weights needs the network to load them into")
+        from common.sampling.settings import check_bool
+
         self.checkpoint_dir = checkpoint_dir
         self.load_dict = dict(load_dict)
-        self.resume = resume
+        self.resume = check_bool("resume", resume)
         self.pattern = pattern
         self.init_weights = init_weights or None
         self.network = network
@@ -122,14 +124,15 @@ class ResumeFromLatest:
             try:
                 CheckpointLoader(load_path=path, load_dict=self.load_dict, map_location="cpu", strict=True)(engine)
             except Exception as exc:
-                failures.append(f"{os.path.basename(path)} ({one_line(exc)})")
-                _announce(f"checkpoint {path} does not load ({one_line(exc)}): trying the one before it")
+                why = one_line(exc).split(". ")[0][:80]  # torch's reasons run to several sentences
+                failures.append(f"{os.path.basename(path)}: {why}")
+                _announce(f"checkpoint {path} does not load ({why}): trying the one before it")
                 continue
             self.loaded_from = path
             _announce(f"resumed from {path} at epoch {engine.state.epoch}, iteration {engine.state.iteration}")
             return
-        raise TrainingError(f"no checkpoint in {self.checkpoint_dir} loads ({'; '.join(failures)[:300]}): delete "
-                            "them or pass --resume false to start from scratch")
+        raise TrainingError(f"no checkpoint in {self.checkpoint_dir} loads ({len(failures)} tried; "
+                            f"{failures[0]}): delete them or pass --resume false to start from scratch")
 
     def _start_from_weights(self, engine: Engine) -> None:
         from common.weights import load_into
@@ -247,6 +250,27 @@ class TimeLimit:
             engine.terminate()
 
 
+class LazyTensorBoard:
+    """MONAI's TensorBoardStatsHandler, created when training starts (after resume succeeded), not when the
+    config is parsed: a run that fails before its first step, or a stage that is built but not run, leaves no
+    event file or folder behind."""
+
+    def __init__(self, log_dir: str, tag_name: str) -> None:
+        self.log_dir, self.tag_name = log_dir, tag_name
+        self.handler: Any = None
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self._start)
+
+    def _start(self, engine: Engine) -> None:
+        from monai.handlers import TensorBoardStatsHandler
+
+        if self.handler is None:
+            self.handler = TensorBoardStatsHandler(log_dir=self.log_dir, tag_name=self.tag_name,
+                                                   output_transform=loggable)
+            self.handler.attach(engine)
+
+
 class TrainingError(RuntimeError):
     """Training cannot go on (non-finite loss or weights); nothing more is exported."""
 
@@ -304,7 +328,7 @@ def stage_handlers(
     (`output_dir/<stage>/tensorboard`) of every scalar output, checkpoints, and the safetensors export of
     `network` to `export_path` with `export_metadata` (plus the latent scale factor of `scale_factor_from`).
     """
-    from monai.handlers import CheckpointSaver, StatsHandler, TensorBoardStatsHandler
+    from monai.handlers import CheckpointSaver, StatsHandler
 
     stage_dir = os.path.join(output_dir, stage)
     checkpoint_dir = os.path.join(stage_dir, "checkpoints")
@@ -319,8 +343,7 @@ def stage_handlers(
         FiniteLoss(),
         StatsHandler(tag_name=stage, output_transform=loggable,
                      iteration_log=lambda engine, iteration: iteration % max(int(log_interval), 1) == 0),
-        TensorBoardStatsHandler(log_dir=os.path.join(stage_dir, "tensorboard"), tag_name=stage,
-                                output_transform=loggable),
+        LazyTensorBoard(os.path.join(stage_dir, "tensorboard"), tag_name=stage),
         CheckpointSaver(save_dir=checkpoint_dir, save_dict=full_save_dict, file_prefix=stage, epoch_level=False,
                         save_interval=int(checkpoint_interval), n_saved=2, save_final=True,
                         final_filename=f"{stage}_final.pt"),
