@@ -77,10 +77,13 @@ class _FinalPaths(io.TextIOBase):
 
     def __init__(self, stream: Any, tmp: Path, final: Path) -> None:
         super().__init__()
-        self.stream, self.tmp, self.final = stream, str(tmp), str(final)
+        self.stream = stream
+        self.pairs = [(str(tmp.resolve()), str(final.resolve())), (str(tmp), str(final))]
 
     def write(self, text: str) -> int:
-        self.stream.write(text.replace(self.tmp, self.final))
+        for old, new in self.pairs:
+            text = text.replace(old, new)
+        self.stream.write(text)
         return len(text)
 
     def flush(self) -> None:
@@ -179,7 +182,7 @@ def run_pipeline(
         tmp = Path(tempfile.mkdtemp(prefix=f".{step.name}.tmp-", dir=out_dir))
         start = time.perf_counter()
         try:
-            with contextlib.redirect_stdout(_FinalPaths(sys.stdout, tmp.resolve(), final.resolve())):
+            with contextlib.redirect_stdout(_FinalPaths(sys.stdout, tmp, final)):
                 items = _execute(step, located.get(step.name), tmp, folders)
             _replace_folder(tmp, final)
         except (Exception, SystemExit) as exc:
