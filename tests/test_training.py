@@ -362,6 +362,10 @@ def test_load_datalist_errors(tmp_path):
     ok = tmp_path / "sub" / "d.json"
     ok.parent.mkdir()
     ok.write_text('{"training": [{"image": "a.nii.gz", "age": 0.5}, {"image": "b.nii.gz", "age": 0.1}]}')
+    with pytest.raises(FileNotFoundError, match=r"names 2 file\(s\) that do not exist, e.g. .*a.nii.gz: fix the paths"):
+        load_datalist(str(ok))  # checked before training starts, not at the first batch
+    for name in ("a.nii.gz", "b.nii.gz"):
+        (ok.parent / name).write_bytes(b"")
     entries = load_datalist(str(ok), max_items=1)
     assert len(entries) == 1 and entries[0]["image"] == os.path.join(str(ok.parent), "a.nii.gz")
 

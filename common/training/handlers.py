@@ -250,24 +250,24 @@ class TimeLimit:
             engine.terminate()
 
 
-class LazyTensorBoard:
-    """MONAI's TensorBoardStatsHandler, created when training starts (after resume succeeded), not when the
-    config is parsed: a run that fails before its first step, or a stage that is built but not run, leaves no
-    event file or folder behind."""
+class CreatedAtStart:
+    """A handler built when training starts (after resume succeeded), not when the config is parsed.
 
-    def __init__(self, log_dir: str, tag_name: str) -> None:
-        self.log_dir, self.tag_name = log_dir, tag_name
+    MONAI's TensorBoardStatsHandler writes its event file and CheckpointSaver creates its folder on construction:
+    a run that fails before its first step (a missing init_weights, checkpoints that do not load), or a stage that
+    is built but not run, would leave them behind.
+    """
+
+    def __init__(self, factory: Any, **kwargs: Any) -> None:
+        self.factory, self.kwargs = factory, kwargs
         self.handler: Any = None
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self._start)
 
     def _start(self, engine: Engine) -> None:
-        from monai.handlers import TensorBoardStatsHandler
-
         if self.handler is None:
-            self.handler = TensorBoardStatsHandler(log_dir=self.log_dir, tag_name=self.tag_name,
-                                                   output_transform=loggable)
+            self.handler = self.factory(**self.kwargs)
             self.handler.attach(engine)
 
 
@@ -328,7 +328,7 @@ def stage_handlers(
     (`output_dir/<stage>/tensorboard`) of every scalar output, checkpoints, and the safetensors export of
     `network` to `export_path` with `export_metadata` (plus the latent scale factor of `scale_factor_from`).
     """
-    from monai.handlers import CheckpointSaver, StatsHandler
+    from monai.handlers import CheckpointSaver, StatsHandler, TensorBoardStatsHandler
 
     stage_dir = os.path.join(output_dir, stage)
     checkpoint_dir = os.path.join(stage_dir, "checkpoints")
@@ -343,10 +343,11 @@ def stage_handlers(
         FiniteLoss(),
         StatsHandler(tag_name=stage, output_transform=loggable,
                      iteration_log=lambda engine, iteration: iteration % max(int(log_interval), 1) == 0),
-        LazyTensorBoard(os.path.join(stage_dir, "tensorboard"), tag_name=stage),
-        CheckpointSaver(save_dir=checkpoint_dir, save_dict=full_save_dict, file_prefix=stage, epoch_level=False,
-                        save_interval=int(checkpoint_interval), n_saved=2, save_final=True,
-                        final_filename=f"{stage}_final.pt"),
+        CreatedAtStart(TensorBoardStatsHandler, log_dir=os.path.join(stage_dir, "tensorboard"), tag_name=stage,
+                       output_transform=loggable),
+        CreatedAtStart(CheckpointSaver, save_dir=checkpoint_dir, save_dict=full_save_dict, file_prefix=stage,
+                       epoch_level=False, save_interval=int(checkpoint_interval), n_saved=2, save_final=True,
+                       final_filename=f"{stage}_final.pt"),
         SafetensorsExport(network, export_path, interval=export_interval,
                           metadata={"stage": stage, **dict(export_metadata or {})},
                           scale_factor_from=scale_factor_from),
