@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -54,6 +55,7 @@ def run_sampling(
     sample_tags: Sequence[str] | str | None = None,
     output_range: Sequence[float] | None = (0.0, 1.0),
     release_denoiser: bool = False,
+    skip_existing: bool = False,
 ) -> list[str]:
     """Sample ``num_samples`` images with ``sampler`` (a ``LatentDiffusionSampler``) and write them to ``output_dir``.
 
@@ -62,7 +64,12 @@ def run_sampling(
     latents are decoded and written. Values are clipped to ``output_range`` (NIfTI) or mapped from it to [0, 1]
     (PNG). File names carry ``prefix``, the sample's tag (its condition), the seed and the index. Files are
     written into a temp folder inside ``output_dir`` and renamed into place only after every sample succeeded;
-    on any error nothing is left behind. Prints and returns the written paths in sample order.
+    on any error nothing is left behind. Prints the written paths; returns the paths of this process's samples.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) each rank samples its own contiguous block of sample indices, so N
+    processes write exactly the files one process would (each sample depends on (seed, index) only; with the
+    stochastic ``ddpm`` scheduler the per-step noise also depends on the batch). ``skip_existing`` keeps samples
+    whose file is already there (a rerun after a crash redoes only the missing ones).
     """
     run = RunSettings(num_samples=num_samples, seed=seed, batch_size=batch_size)
     gen_settings = GenerationSettings(num_inference_steps, guidance_scale, progress)
@@ -79,8 +86,13 @@ def run_sampling(
     tags = _tags(sample_tags, n)
     names = [sample_filename(f"{prefix}_{tag}" if tag else prefix, run.seed, i, file_format) for i, tag in enumerate(tags)]
     from common.io.writers import staged_folder, write_nifti, write_png
+    from common.sampling.settings import check_bool
 
-    batches = [(lo, min(lo + run.batch_size, n)) for lo in range(0, n, run.batch_size)]
+    shard = shard_indices(n)
+    existing = [i for i in shard if check_bool("skip_existing", skip_existing) and (Path(output_dir) / names[i]).is_file()]
+    batches = contiguous_batches([i for i in shard if i not in set(existing)], run.batch_size)
+    if existing:
+        print(f"{len(existing)} finished sample(s) kept in {output_dir} (skip_existing)", flush=True)
     with staged_folder(output_dir, ".tmp-sampling-") as (out_dir, tmp_dir):
         latents = []
         for lo, hi in batches:
@@ -107,10 +119,29 @@ def run_sampling(
                 else:
                     img = images[k] if output_range is None else (images[k] - low) / (high - low)
                     write_png(img, target)
-        paths = []
-        for name in names:
+        written = [names[i] for lo, hi in batches for i in range(lo, hi)]
+        for name in written:
             os.replace(tmp_dir / name, out_dir / name)
-            paths.append(str(out_dir / name))
-    for path in paths:
-        print(path)
-    return paths
+    for name in written:
+        print(out_dir / name)
+    return [str(out_dir / names[i]) for i in shard]
+
+
+def shard_indices(num_samples: int) -> list[int]:
+    """This process's contiguous block of sample indices (all of them outside ``torchrun``)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"RANK={rank} / WORLD_SIZE={world} are not a valid torchrun rank")
+    return list(range(num_samples * rank // world, num_samples * (rank + 1) // world))
+
+
+def contiguous_batches(indices: Sequence[int], batch_size: int) -> list[tuple[int, int]]:
+    """(lo, hi) batches of at most batch_size over runs of consecutive indices (conditions slice as [lo:hi])."""
+    batches: list[tuple[int, int]] = []
+    for i in indices:
+        if batches and batches[-1][1] == i and i - batches[-1][0] < batch_size:
+            batches[-1] = (batches[-1][0], i + 1)
+        else:
+            batches.append((i, i + 1))
+    return batches
