@@ -54,3 +54,19 @@ def test_two_processes_write_the_files_of_one_and_skip_finished_ones(tmp_path):
     assert sorted(after) == files
     assert all(after[n] == mtimes[n] for n in files if n != files[3])
     assert (tmp_path / "two" / files[3]).read_bytes() == (tmp_path / "one" / files[3]).read_bytes()
+
+
+def test_another_batch_size_gives_the_same_samples_within_one_grey_level(tmp_path):
+    """README: another --batch_size gives the same samples up to float rounding (at most one grey level)."""
+    import numpy as np
+    from PIL import Image
+
+    outs = {}
+    for batch in ("1", "3"):
+        args = [a if a != "2" or i != ARGS.index("--batch_size") + 1 else batch for i, a in enumerate(ARGS)]
+        r = subprocess.run([sys.executable, *args, "--output_dir", str(tmp_path / batch)], cwd=REPO, env=ENV,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        outs[batch] = [np.asarray(Image.open(p), dtype=np.int16) for p in sorted((tmp_path / batch).iterdir())]
+    assert len(outs["1"]) == len(outs["3"]) == 5
+    assert max(int(np.abs(a - b).max()) for a, b in zip(outs["1"], outs["3"])) <= 1
