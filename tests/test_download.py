@@ -302,6 +302,12 @@ def test_published_weights_with_unknown_hash_need_the_flag(tmp_path: Path, serve
     assert cli.main([*argv, "--allow-unknown-hash"]) == 1
     assert "answered with an HTML page" in one_error_line(capsys.readouterr().err)
     assert not (out / "toy/models/paper/diffusion_model.pth").exists()
+    # a failed download into a fresh folder leaves no empty models/paper behind (it read as "downloaded")
+    fresh = tmp_path / "fresh"
+    assert cli.main(["--index", str(index), "download", "toy", "--published", "--dir", str(fresh),
+                     "--allow-unknown-hash"]) == 1
+    assert "answered with an HTML page" in one_error_line(capsys.readouterr().err)
+    assert not fresh.exists()
 
 
 def test_list_info_and_name_errors(tmp_path: Path, capsys) -> None:

@@ -418,3 +418,29 @@ def test_truncated_newest_checkpoint_falls_back_to_the_one_before_and_says_so(tm
     with pytest.raises(TrainingError, match="no checkpoint in .* loads .*pass --resume false") as err:
         trainer.run()
     assert "\n" not in str(err.value)
+
+
+def test_stage_handlers_announce_the_plan_and_the_time_to_go_and_leave_nothing_when_failing_at_start(tmp_path, capsys):
+    """The start says iterations, checkpoints, export path and time limit; after 10 iterations the time to go.
+    A run that fails at its start (missing init weights) leaves no checkpoint folder or TensorBoard file."""
+    from common.training import stage_handlers
+    from common.weights import WeightsNotFoundError
+
+    trainer, net, opt = _toy_engine(4, [])  # 3 iterations per epoch: 12 in all
+    for h in stage_handlers("toy", str(tmp_path / "runs"), net, {"net": net, "opt": opt},
+                            str(tmp_path / "models" / "toy.safetensors"), log_interval=5, checkpoint_interval=100):
+        h.attach(trainer)
+    trainer.run()
+    out = capsys.readouterr().out
+    assert f"toy: iterations 0 -> 12 (4 epochs of 3); checkpoints in {tmp_path / 'runs' / 'toy' / 'checkpoints'}" in out
+    assert f"weights exported to {tmp_path / 'models' / 'toy.safetensors'}" in out
+    assert "toy: " in out and " s per iteration, about " in out and " min to go" in out
+    assert list((tmp_path / "runs" / "toy" / "tensorboard").iterdir())
+
+    trainer, net, opt = _toy_engine(1, [])
+    for h in stage_handlers("bad", str(tmp_path / "runs2"), net, {"net": net, "opt": opt},
+                            str(tmp_path / "models2" / "bad.safetensors"), init_weights=str(tmp_path / "none.safetensors")):
+        h.attach(trainer)
+    with pytest.raises(WeightsNotFoundError):
+        trainer.run()
+    assert not (tmp_path / "runs2").exists() and not (tmp_path / "models2").exists()

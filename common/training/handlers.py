@@ -250,6 +250,49 @@ class TimeLimit:
             engine.terminate()
 
 
+class TrainingPlan:
+    """Say at the start what a stage will do, and after a few iterations how long it will take.
+
+    Why: the first loss line of a bundle's training comes after its first log interval (tens of seconds on a CPU),
+    and nothing said where the weights would go or when the run would end.
+    """
+
+    def __init__(self, stage: str, export_path: str, checkpoint_dir: str, time_limit_minutes: float = 0.0,
+                 probe_iterations: int = 10) -> None:
+        self.stage, self.export_path, self.checkpoint_dir = stage, export_path, checkpoint_dir
+        self.limit = float(time_limit_minutes)
+        self.probe = max(int(probe_iterations), 1)
+        self._t0 = 0.0
+        self._first = 0
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self._start)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._eta)
+
+    def _total(self, engine: Engine) -> int:
+        return int(engine.state.max_epochs or 0) * int(engine.state.epoch_length or 0)
+
+    def _start(self, engine: Engine) -> None:
+        import time
+
+        self._t0, self._first = time.monotonic(), int(engine.state.iteration)
+        limit = f"; stops after {self.limit:g} min" if self.limit > 0 else ""
+        _announce(f"{self.stage}: iterations {self._first} -> {self._total(engine)} ({engine.state.max_epochs} epochs of "
+                  f"{engine.state.epoch_length}){limit}; checkpoints in {self.checkpoint_dir}; weights exported to "
+                  f"{self.export_path}")
+
+    def _eta(self, engine: Engine) -> None:
+        import time
+
+        if int(engine.state.iteration) - self._first != self.probe:
+            return
+        per = (time.monotonic() - self._t0) / self.probe
+        left = per * max(self._total(engine) - int(engine.state.iteration), 0)
+        if self.limit > 0:
+            left = min(left, max(60.0 * self.limit - (time.monotonic() - self._t0), 0.0))
+        _announce(f"{self.stage}: {per:.2f} s per iteration, about {left / 60:.1f} min to go")
+
+
 class CreatedAtStart:
     """A handler built when training starts (after resume succeeded), not when the config is parsed.
 
@@ -337,6 +380,7 @@ def stage_handlers(
     handlers: list[Any] = [progress, TimeLimit(time_limit_minutes), *before]
     handlers.append(ResumeFromLatest(checkpoint_dir, full_save_dict, resume=resume, init_weights=init_weights,
                                      network=network))
+    handlers.append(TrainingPlan(stage, export_path, checkpoint_dir, time_limit_minutes))
     if loss is not None:
         handlers.append(TermsToOutput(loss))
     handlers += [

@@ -257,20 +257,31 @@ def download_published(
             f"{name}: {len(unknown)} published file(s) have no recorded sha256 (first: {unknown[0]}), so they cannot "
             "be checked: pass --allow-unknown-hash to download them anyway (their sha256 is printed)"
         )
-    for rel, row in todo:
-        log(f"{name}/{rel}: from {row['url']}")
-        got = fetch_url(
-            row["url"],
-            bundle_dir / rel,
-            expected_sha256=row.get("sha256"),
-            expected_size=row.get("size"),
-            allow_unknown_hash=allow_unknown_hash,
-            other_hash=other_hash(name, row),
-            label=f"{name}/{rel}",
-        )
-        outcome.downloaded.append(rel.as_posix())
-        if not row.get("sha256"):
-            outcome.unknown_hashes[rel.as_posix()] = got
+    # folders this call creates (e.g. models/paper): removed again if a failed download leaves them empty
+    created = sorted({d for rel, _ in todo for d in (bundle_dir / rel).parents if not d.exists()},
+                     key=lambda d: len(d.parts), reverse=True)
+    try:
+        for rel, row in todo:
+            log(f"{name}/{rel}: from {row['url']}")
+            got = fetch_url(
+                row["url"],
+                bundle_dir / rel,
+                expected_sha256=row.get("sha256"),
+                expected_size=row.get("size"),
+                allow_unknown_hash=allow_unknown_hash,
+                other_hash=other_hash(name, row),
+                label=f"{name}/{rel}",
+            )
+            outcome.downloaded.append(rel.as_posix())
+            if not row.get("sha256"):
+                outcome.unknown_hashes[rel.as_posix()] = got
+    except BaseException:
+        for folder in created:
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+        raise
     return outcome
 
 
