@@ -185,6 +185,13 @@ def corrupt_checkpoints(tmp: Path, fx: dict) -> str:
     return str(tmp / "out")
 
 
+def rgb_datalist(tmp: Path, fx: dict) -> str:
+    png("rgb.png", (64, 64, 3))(tmp, fx)
+    path = tmp / "in" / "rgb.json"
+    path.write_text(json.dumps({"training": [{"image": "rgb.png", "label": 0}]}))
+    return str(path)
+
+
 def old_population(tmp: Path, fx: dict) -> str:
     data = json.loads(Path(fx["oct_datalist"]).read_text())
     data["population"]["version"] = 0
@@ -309,6 +316,11 @@ CASES: list[Case] = [
     Case("datalist-old-population", "training", "oct_ldm train --datalist (made by an older generator)",
          "regenerate it with `python -m common.data make oct",
          bundle("oct_ldm", OCT_TRAIN, "train_autoencoder", datalist=old_population, **TINY_OCT)),
+    Case("train-2d-into-3d", "training", "brain_ldm_3d train --datalist (2D OCT images)",
+         "this bundle trains on 3D images with 1 channel(s)",
+         bundle("brain_ldm_3d", ("inference.json", "train.json"), "train_autoencoder", datalist=fixture("oct_datalist"))),
+    Case("train-rgb", "training", "oct_ldm train --datalist (an RGB PNG)", "(2D with 3 channel(s)); this bundle trains on 2D images with 1 channel(s)",
+         bundle("oct_ldm", OCT_TRAIN, "train_autoencoder", datalist=rgb_datalist, **TINY_OCT)),
     Case("resume-maybe", "training", "oct_ldm train --resume maybe", "resume must be true or false",
          bundle("oct_ldm", OCT_TRAIN, "train_autoencoder", datalist=fixture("oct_datalist"), resume="maybe", **TINY_OCT)),
     Case("checkpoints-all-corrupt", "training", "oct_ldm train (every checkpoint in OUTPUT_DIR cut short)",

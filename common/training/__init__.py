@@ -40,6 +40,7 @@ _EXPORTS = {
     "codebook_stats": "autoencoder",
     "latest_checkpoint": "handlers",
     "load_datalist": "data",
+    "CheckImaged": "data",
     "RestartDeadCodes": "codebook",
     "TokenPrepareBatch": "transformer",
     "TokenCrossEntropy": "transformer",

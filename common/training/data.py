@@ -41,3 +41,25 @@ def load_datalist(datalist: str, split: str = "training", max_items: int | None 
         raise FileNotFoundError(f"datalist {datalist} names {len(missing)} file(s) that do not exist, e.g. {missing[0]}: "
                                 "fix the paths (relative to the datalist's folder) or regenerate the data")
     return entries
+
+
+class CheckImaged:
+    """Refuse, with one line naming the file, an image of another dimensionality or channel count than the
+    bundle trains on (MONAI's crop would fail later with "Sequence must have length 2, got 3.")."""
+
+    def __init__(self, keys: str | list[str], spatial_dims: int, channels: int = 1) -> None:
+        self.keys = [keys] if isinstance(keys, str) else list(keys)
+        self.spatial_dims, self.channels = int(spatial_dims), int(channels)
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        for key in self.keys:
+            image = data[key]
+            shape = tuple(image.shape)
+            if len(shape) != self.spatial_dims + 1 or shape[0] != self.channels:
+                meta = getattr(image, "meta", {}) or {}
+                name = meta.get("filename_or_obj", key)
+                found = f"{len(shape) - 1}D with {shape[0]} channel(s)" if shape else "a scalar"
+                raise ValueError(f"{name}: image of shape {shape} ({found}); this bundle trains on {self.spatial_dims}D "
+                                 f"images with {self.channels} channel(s): give {self.spatial_dims}D files or use a "
+                                 f"{'2D' if self.spatial_dims == 3 else '3D'} bundle")
+        return data

@@ -294,11 +294,12 @@ class TrainingPlan:
 
 
 class CreatedAtStart:
-    """A handler built when training starts (after resume succeeded), not when the config is parsed.
+    """A handler built when the first step starts (resume done, the first batch loaded), not when the config is
+    parsed.
 
     MONAI's TensorBoardStatsHandler writes its event file and CheckpointSaver creates its folder on construction:
-    a run that fails before its first step (a missing init_weights, checkpoints that do not load), or a stage that
-    is built but not run, would leave them behind.
+    a run that fails before its first step (a missing init_weights, checkpoints that do not load, an image of the
+    wrong dimensionality in the first batch), or a stage that is built but not run, would leave them behind.
     """
 
     def __init__(self, factory: Any, **kwargs: Any) -> None:
@@ -306,7 +307,7 @@ class CreatedAtStart:
         self.handler: Any = None
 
     def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.STARTED, self._start)
+        engine.add_event_handler(Events.ITERATION_STARTED, self._start)  # after the batch was fetched
 
     def _start(self, engine: Engine) -> None:
         if self.handler is None:
