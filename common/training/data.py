@@ -59,7 +59,8 @@ class CheckImaged:
                 meta = getattr(image, "meta", {}) or {}
                 name = meta.get("filename_or_obj", key)
                 found = f"{len(shape) - 1}D with {shape[0]} channel(s)" if shape else "a scalar"
+                fix = (f"give {self.spatial_dims}D files or use a {'2D' if self.spatial_dims == 3 else '3D'} bundle"
+                       if len(shape) != self.spatial_dims + 1 else f"convert it to {self.channels} channel(s) (greyscale)")
                 raise ValueError(f"{name}: image of shape {shape} ({found}); this bundle trains on {self.spatial_dims}D "
-                                 f"images with {self.channels} channel(s): give {self.spatial_dims}D files or use a "
-                                 f"{'2D' if self.spatial_dims == 3 else '3D'} bundle")
+                                 f"images with {self.channels} channel(s): {fix}")
         return data
