@@ -9,6 +9,7 @@ stays non-zero (1). `ZOO_DEBUG=1` shows the full traceback.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from types import TracebackType
@@ -135,9 +136,18 @@ def check_overrides(argv: list[str] | None = None) -> None:
         raise OverrideError(f"unknown override --{key}: this bundle has no id {key!r}; {hint}")
 
 
+def quiet_other_ranks() -> None:
+    """Under ``torchrun`` only rank 0 logs information (each line was printed once per rank); the other ranks
+    still log warnings and errors, and print what they write."""
+    if int(os.environ.get("RANK", "0") or 0) > 0:
+        logging.disable(logging.INFO)
+
+
 def install() -> None:
     """Print uncaught errors of this process as one line (see the module docstring), and refuse command-line
     overrides the configs do not know."""
     sys.excepthook = _hook
+    quiet_other_ranks()
     check_overrides()
     check_device()
+

@@ -48,3 +48,21 @@ def test_command_line_exits_with_one_line_and_writes_nothing(tmp_path):
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("error: unknown override --temprature") and "did you mean --temperature?" in last
     assert not out.exists()
+
+
+def test_only_rank_zero_logs_information_under_torchrun(monkeypatch):
+    import logging
+
+    from common.cli import quiet_other_ranks
+
+    log = logging.getLogger("zoo.test")
+    log.setLevel(logging.DEBUG)
+    try:
+        monkeypatch.setenv("RANK", "1")
+        quiet_other_ranks()
+        assert not log.isEnabledFor(logging.INFO) and log.isEnabledFor(logging.WARNING)
+    finally:
+        logging.disable(logging.NOTSET)
+    monkeypatch.setenv("RANK", "0")
+    quiet_other_ranks()
+    assert log.isEnabledFor(logging.INFO)
