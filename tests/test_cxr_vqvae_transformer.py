@@ -142,6 +142,25 @@ def test_next_token_inverts_the_cdf():
     assert int(next_token(logits, torch.tensor([0.0]), 1.0, 1)) == 2  # top-1 keeps only the most likely
 
 
+@pytest.mark.parametrize("combined, flash", [(False, True), (True, False)])
+def test_cached_decoding_gives_the_full_forward_logits(combined, flash):
+    from monai.networks.nets import DecoderOnlyTransformer
+
+    from common.tokens.cache import KVCacheDecoder
+
+    torch.manual_seed(0)
+    net = DecoderOnlyTransformer(num_tokens=20, max_seq_len=16, attn_layers_dim=32, attn_layers_depth=2,
+                                 attn_layers_heads=4, use_combined_linear=combined, use_flash_attention=flash).eval()
+    seq = torch.randint(0, 20, (3, 16))
+    with torch.inference_mode():
+        full = net(seq)
+    decoder = KVCacheDecoder(net)
+    stepped = torch.stack([decoder.step(seq[:, i]) for i in range(16)], dim=1)
+    assert (full - stepped).abs().max() < 1e-5
+    with pytest.raises(ValueError, match="at most 16 tokens"):
+        decoder.step(seq[:, 0])
+
+
 def test_random_ordering_is_seeded_stored_and_leaves_numpy_alone():
     from common.tokens import TokenOrdering
     from common.tokens.ordering import OrderingError

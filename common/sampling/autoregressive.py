@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from common.sampling.settings import GenerationSettings, check_float, check_int, check_num_samples
+from common.tokens.cache import KVCacheDecoder
 from common.tokens.ordering import TokenOrdering
 
 
@@ -75,12 +76,14 @@ class AutoregressiveSampler:
         uniforms = self.noise(n, generator) if noise is None else noise
         if tuple(uniforms.shape) != (n, *self.latent_shape):
             raise ValueError(f"noise shape {tuple(uniforms.shape)} != (num_samples, tokens) = {(n, *self.latent_shape)}")
-        sequence = torch.full((n, 1), self.num_codes, dtype=torch.long, device=self.device)
+        decoder = KVCacheDecoder(self.transformer)  # one token pass per step, not the whole prefix
+        token = torch.full((n,), self.num_codes, dtype=torch.long, device=self.device)  # BOS
+        drawn = []
         for i in tqdm(range(self.ordering.length), disable=not settings.progress, desc="tokens", leave=False):
-            logits = self.transformer(sequence)[:, -1, : self.num_codes]
+            logits = decoder.step(token)[:, : self.num_codes]
             token = next_token(logits, uniforms[:, i].to(self.device), self.temperature, self.top_k)
-            sequence = torch.cat([sequence, token.unsqueeze(1)], dim=1)
-        return self.ordering.to_grid(sequence[:, 1:])
+            drawn.append(token)
+        return self.ordering.to_grid(torch.stack(drawn, dim=1))
 
     @torch.inference_mode()
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
