@@ -136,10 +136,13 @@ def check_overrides(argv: list[str] | None = None) -> None:
         raise OverrideError(f"unknown override --{key}: this bundle has no id {key!r}; {hint}")
 
 
+ALL_RANKS_ENV = "ZOO_LOG_ALL_RANKS"
+
+
 def quiet_other_ranks() -> None:
     """Under ``torchrun`` only rank 0 logs information (each line was printed once per rank); the other ranks
-    still log warnings and errors, and print what they write."""
-    if int(os.environ.get("RANK", "0") or 0) > 0:
+    still log warnings and errors, and print what they write. ``ZOO_LOG_ALL_RANKS=1`` keeps every rank's log."""
+    if int(os.environ.get("RANK", "0") or 0) > 0 and not os.environ.get(ALL_RANKS_ENV):
         logging.disable(logging.INFO)
 
 

@@ -35,7 +35,8 @@ def test_ddp_two_cpu_processes_both_stages(tmp_path):
               "autoencoder_train#log_interval": 1,
               "diffusion_train#batch_size": 1, "diffusion_train#max_epochs": 1}
     config = f"['{CONFIGS / 'inference.json'}','{CONFIGS / 'train.json'}','{CONFIGS / 'multi_gpu_train.json'}']"
-    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(ROOT))
+    # every rank's log lines (rank 0 alone logs by default): the test compares the two ranks' losses
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(ROOT), ZOO_LOG_ALL_RANKS="1")
     for stage in ("autoencoder", "diffusion"):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                "-m", "monai.bundle", "run", f"train_{stage}", "--config_file", config,

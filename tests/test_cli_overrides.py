@@ -63,6 +63,10 @@ def test_only_rank_zero_logs_information_under_torchrun(monkeypatch):
         assert not log.isEnabledFor(logging.INFO) and log.isEnabledFor(logging.WARNING)
     finally:
         logging.disable(logging.NOTSET)
+    monkeypatch.setenv("ZOO_LOG_ALL_RANKS", "1")  # asked for: every rank logs
+    quiet_other_ranks()
+    assert log.isEnabledFor(logging.INFO)
+    monkeypatch.delenv("ZOO_LOG_ALL_RANKS")
     monkeypatch.setenv("RANK", "0")
     quiet_other_ranks()
     assert log.isEnabledFor(logging.INFO)
