@@ -53,13 +53,14 @@ class OverrideError(ValueError):
     """A command-line override names no id of the bundle's configs."""
 
 
-def _command_line(argv: list[str]) -> tuple[list[str], list[str]] | None:
-    """(config files, override keys) of a `python -m monai.bundle run` command line, or None for another program."""
+def _command_line(argv: list[str]) -> tuple[list[str], dict[str, str]] | None:
+    """(config files, {override key: value} in command-line order) of a `python -m monai.bundle run` command line,
+    or None for another program."""
     if not argv or not argv[0].replace("\\", "/").endswith("monai/bundle/__main__.py") or argv[1:2] != ["run"]:
         return None
     import ast
 
-    keys, values = [], {}
+    values: dict[str, str] = {}
     args = argv[2:]
     i = 0
     while i < len(args):
@@ -68,7 +69,6 @@ def _command_line(argv: list[str]) -> tuple[list[str], list[str]] | None:
             key, eq, value = token[2:].partition("=")
             if not eq and i + 1 < len(args) and not args[i + 1].startswith("--"):
                 value, i = args[i + 1], i + 1
-            keys.append(key)
             values[key] = value
         i += 1
     files = values.get("config_file", "")
@@ -77,7 +77,7 @@ def _command_line(argv: list[str]) -> tuple[list[str], list[str]] | None:
     except (ValueError, SyntaxError):
         parsed = files
     config_files = [parsed] if isinstance(parsed, str) else [str(f) for f in parsed]
-    return [f for f in config_files if f], keys
+    return [f for f in config_files if f], values
 
 
 def config_ids(config_files: list[str]) -> set[str]:
@@ -100,18 +100,13 @@ def config_ids(config_files: list[str]) -> set[str]:
 def check_device(argv: list[str] | None = None) -> None:
     """``--device cuda`` on a machine where PyTorch sees no GPU: one line now, not a traceback mid-run."""
     found = _command_line(list(sys.argv if argv is None else argv))
-    if found is None:
-        return
-    args = list(sys.argv if argv is None else argv)
-    for i, token in enumerate(args):
-        value = token.split("=", 1)[1] if token.startswith("--device=") else (
-            args[i + 1] if token == "--device" and i + 1 < len(args) else None)
-        if value and value.strip().lower().startswith("cuda"):
-            import torch
+    value = found[1].get("device", "") if found else ""
+    if value.strip().lower().startswith("cuda"):
+        import torch
 
-            if not torch.cuda.is_available():
-                raise OverrideError(f"--device {value}: PyTorch sees no CUDA GPU on this machine (torch "
-                                    f"{torch.__version__}): use --device cpu")
+        if not torch.cuda.is_available():
+            raise OverrideError(f"--device {value}: PyTorch sees no CUDA GPU on this machine (torch "
+                                f"{torch.__version__}): use --device cpu")
 
 
 def check_overrides(argv: list[str] | None = None) -> None:
@@ -122,12 +117,12 @@ def check_overrides(argv: list[str] | None = None) -> None:
     found = _command_line(list(sys.argv if argv is None else argv))
     if found is None or not found[0]:
         return
-    config_files, keys = found
+    config_files, values = found
     try:
         known = config_ids(config_files)
     except Exception:
         return  # MONAI itself reports unreadable config files
-    for key in keys:
+    for key in values:
         if key in RUN_ARGS or key in known:
             continue
         top = [k for k in known if "#" not in k] + sorted(RUN_ARGS)

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from common.io.writers import current_umask
+from common.io.writers import current_umask, missing_folders, remove_empty_folders
 
 
 def round_floats(d: dict[str, Any], ndigits: int = 6) -> dict[str, Any]:
@@ -29,14 +29,13 @@ class StagedOutput:
         parent = self.out.parent
         if self.out.exists() and not self.out.is_dir():
             raise ValueError(f"output path {self.out} exists and is not a folder: pick another --out")
-        missing = [p for p in (parent, *parent.parents) if not p.exists()]
         if any(p.exists() and not p.is_dir() for p in (parent, *parent.parents)):
             raise ValueError(f"output folder's parent {parent} is not an existing folder (a file is in the way): pick another --out")
+        self.created = missing_folders(parent)  # removed again on abort
         try:
             parent.mkdir(parents=True, exist_ok=True)  # a fresh clone has no data/ yet
         except OSError as e:
             raise ValueError(f"cannot create {parent} ({e.strerror}): pick a writable --out") from None
-        self.created = sorted(missing, key=lambda p: len(p.parts), reverse=True)  # removed again on abort
         target = self.out if self.out.exists() else parent
         if not os.access(target, os.W_OK | os.X_OK):
             raise ValueError(f"output folder {target} is not writable: pick a writable --out")
@@ -64,8 +63,4 @@ class StagedOutput:
 
     def abort(self) -> None:
         shutil.rmtree(self.stage, ignore_errors=True)
-        for folder in self.created:  # the parents this run created, deepest first, if still empty
-            try:
-                folder.rmdir()
-            except OSError:
-                break
+        remove_empty_folders(self.created)  # the parents this run created, if still empty

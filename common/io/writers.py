@@ -63,6 +63,22 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def missing_folders(*paths: str | os.PathLike) -> list[Path]:
+    """The folders among ``paths`` and their parents that do not exist yet, deepest first: what a run is about to
+    create, to remove again (``remove_empty_folders``) if it fails."""
+    missing = {p for path in paths for p in (Path(path), *Path(path).parents) if not p.exists()}
+    return sorted(missing, key=lambda p: len(p.parts), reverse=True)
+
+
+def remove_empty_folders(folders: list[Path]) -> None:
+    """Remove each folder that is still empty (deepest first, as ``missing_folders`` lists them)."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
+
+
 @contextlib.contextmanager
 def staged_folder(output_dir: str | os.PathLike, prefix: str = ".tmp-") -> Iterator[tuple[Path, Path]]:
     """(output folder, hidden temp folder inside it) for a run that writes several files all or nothing.

@@ -74,22 +74,20 @@ def read_conditions(path: str | os.PathLike, samples_per_condition: int = 1, see
 
 
 def datalist_images(datalist: str | os.PathLike, split: str = "test", key: str = "image") -> list[str]:
-    """Absolute image paths of one split of a Decathlon-style datalist (e.g. held-out reals to calibrate on)."""
+    """Absolute image paths of one split of a Decathlon-style datalist (e.g. held-out reals to calibrate on), read
+    by the training room's loader (population version and missing files checked)."""
+    from common.training.data import load_datalist
+
     path = Path(datalist)
     if not path.is_file():
         raise PipelineError(f"datalist {path} does not exist: make it with `python -m common.data make ...` or pass "
                             "another --real_datalist")
-    data = json.loads(path.read_text())
     try:
-        from common.data.make import check_population_version
-
-        check_population_version(data, path)
-    except ValueError as err:
+        return [str(entry[key]) for entry in load_datalist(str(path), split)]
+    except (ValueError, FileNotFoundError) as err:
         raise PipelineError(str(err)) from None
-    entries = data.get(split) or []
-    if not entries:
-        raise PipelineError(f"datalist {path} has no {split!r} entries")
-    return [str((path.parent / e[key]).resolve()) for e in entries]
+    except KeyError:
+        raise PipelineError(f"datalist {path}: entries of {split!r} lack the key {key!r}") from None
 
 
 def _provenance_items(step_dir: Path) -> list[dict[str, Any]]:

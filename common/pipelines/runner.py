@@ -21,8 +21,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from common.pipelines.provenance import Provenance, fingerprint, folder_files, input_digests, sha256_file
+from common.io.writers import current_umask
+from common.pipelines.provenance import Provenance, fingerprint, folder_files, input_digests
 from common.pipelines.steps import PipelineError, Step, parse_steps, substitute
+from common.zoo.index import sha256_file
 
 
 def find_bundle(name: str, bundle_dirs: Sequence[str | os.PathLike]) -> Path:
@@ -134,15 +136,9 @@ def _replace_folder(tmp: Path, final: Path) -> None:
         old = final.with_name(f".{final.name}.old-{os.getpid()}")
         os.replace(final, old)
     os.replace(tmp, final)
-    os.chmod(final, 0o777 & ~_umask())
+    os.chmod(final, 0o777 & ~current_umask())
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def _umask() -> int:
-    from common.io.writers import current_umask
-
-    return current_umask()
 
 
 def run_pipeline(

@@ -89,8 +89,9 @@ def run_sampling(
     from common.sampling.settings import check_bool
 
     shard = shard_indices(n)
-    existing = [i for i in shard if check_bool("skip_existing", skip_existing) and (Path(output_dir) / names[i]).is_file()]
-    batches = contiguous_batches([i for i in shard if i not in set(existing)], run.batch_size)
+    skip = check_bool("skip_existing", skip_existing)
+    existing = {i for i in shard if skip and (Path(output_dir) / names[i]).is_file()}
+    batches = contiguous_batches([i for i in shard if i not in existing], run.batch_size)
     if existing:
         print(f"{len(existing)} finished sample(s) kept in {output_dir} (skip_existing)", flush=True)
     with staged_folder(output_dir, ".tmp-sampling-") as (out_dir, tmp_dir):

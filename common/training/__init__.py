@@ -38,7 +38,6 @@ _EXPORTS = {
     "loggable": "handlers",
     "VQAutoencoderInferer": "autoencoder",
     "codebook_stats": "autoencoder",
-    "latest_checkpoint": "handlers",
     "load_datalist": "data",
     "CheckImaged": "data",
     "RestartDeadCodes": "codebook",

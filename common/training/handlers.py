@@ -60,12 +60,6 @@ def checkpoints_newest_first(checkpoint_dir: str, pattern: str = "*.pt") -> list
     return sorted(files, key=os.path.getmtime, reverse=True)
 
 
-def latest_checkpoint(checkpoint_dir: str, pattern: str = "*.pt") -> str | None:
-    """Newest checkpoint file in a folder (by modification time), or None."""
-    files = checkpoints_newest_first(checkpoint_dir, pattern)
-    return files[0] if files else None
-
-
 def _announce(message: str) -> None:
     """A line the user must see whatever the logging set-up (resume decisions), once per run (main process)."""
     if _is_main_process():

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
+from common.io.writers import missing_folders, remove_empty_folders
 from common.zoo.errors import DownloadError
 from common.zoo.fetch import fetch_url
 from common.zoo.hub import hub_file, hub_source
@@ -258,8 +259,7 @@ def download_published(
             "be checked: pass --allow-unknown-hash to download them anyway (their sha256 is printed)"
         )
     # folders this call creates (e.g. models/paper): removed again if a failed download leaves them empty
-    created = sorted({d for rel, _ in todo for d in (bundle_dir / rel).parents if not d.exists()},
-                     key=lambda d: len(d.parts), reverse=True)
+    created = missing_folders(*((bundle_dir / rel).parent for rel, _ in todo))
     try:
         for rel, row in todo:
             log(f"{name}/{rel}: from {row['url']}")
@@ -276,11 +276,7 @@ def download_published(
             if not row.get("sha256"):
                 outcome.unknown_hashes[rel.as_posix()] = got
     except BaseException:
-        for folder in created:
-            try:
-                folder.rmdir()
-            except OSError:
-                pass
+        remove_empty_folders(created)
         raise
     return outcome
 
