@@ -9,6 +9,7 @@ stays non-zero (1). `ZOO_DEBUG=1` shows the full traceback.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -17,19 +18,39 @@ from types import TracebackType
 DEBUG_ENV = "ZOO_DEBUG"
 
 
-def root_cause(exc: BaseException) -> BaseException:
-    """The innermost exception of a chain (explicit causes first, then implicit context)."""
-    seen = {id(exc)}
+def chain(exc: BaseException) -> list[BaseException]:
+    """The exceptions of a chain, outermost first (explicit causes first, then implicit context)."""
+    found = [exc]
     while True:
         inner = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
-        if inner is None or id(inner) in seen:
-            return exc
-        seen.add(id(inner))
+        if inner is None or any(inner is e for e in found):
+            return found
+        found.append(inner)
         exc = inner
 
 
+def root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception of a chain."""
+    return chain(exc)[-1]
+
+
+def permission_denied(exc: BaseException) -> OSError | None:
+    """The chain's permission error (EACCES, EPERM, EROFS), if any: it is the cause, whatever it led to (pathlib's
+    mkdir(parents=True) hides it as the context of a misleading 'No such file or directory')."""
+    for e in chain(exc):
+        if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return e
+    return None
+
+
 def one_line(exc: BaseException) -> str:
-    """The innermost cause's message, first line only (its type name if it has none)."""
+    """The innermost cause's message, first line only (its type name if it has none); a permission error anywhere
+    in the chain is named with the fix."""
+    denied = permission_denied(exc)
+    if denied is not None:
+        where = f"'{denied.filename}'" if denied.filename else "a file this run needs"
+        return (f"permission denied on {where} ({denied.strerror}): give a path this user may write (e.g. another "
+                "--output_dir) or fix its permissions")
     cause = root_cause(exc)
     text = str(cause).strip()
     if not text or isinstance(cause, KeyError):  # KeyError's str is a quoted repr

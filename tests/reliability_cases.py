@@ -164,6 +164,23 @@ def folder(name: str, files: dict[str, Callable[[Path, dict], str]] | None = Non
     return make
 
 
+def nifti(name: str, shape: tuple[int, ...]) -> Callable[[Path, dict], str]:
+    def make(tmp: Path, fx: dict) -> str:
+        import nibabel as nib
+        import numpy as np
+
+        path = tmp / "in" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(np.random.default_rng(0).random(shape).astype(np.float32), np.eye(4)), str(path))
+        return str(path)
+
+    return make
+
+
+# a folder no user may create, root included (sysfs refuses new entries with EPERM)
+DENIED = "/sys/zoo_denied/out"
+
+
 def fixture(key: str) -> Callable[[Path, dict], str]:
     return lambda tmp, fx: str(fx[key])
 
@@ -257,6 +274,20 @@ CASES: list[Case] = [
          bundle("oct_ldm", model_dir="/nonexistent/models")),
     Case("output-is-file", "inference", "oct_ldm --output_dir A_FILE", "is a file; give a folder",
          bundle("oct_ldm", num_inference_steps=2, **{"class": "cnv"}, output_dir=write("a_file", "x"))),
+    Case("output-permission-denied", "inference", "oct_ldm --output_dir (a folder this user may not create)",
+         "permission denied on", bundle("oct_ldm", num_inference_steps=1, num_samples=1, **{"class": "cnv"},
+                                        output_dir=DENIED)),
+    Case("translate-two-channels", "inference", "flair2t1_controlnet --input_image (a 2-channel 4D NIfTI)",
+         "with 2 channel(s); this model translates single-channel 2D images or 3D volumes",
+         bundle("flair2t1_controlnet", input_image=nifti("two.nii.gz", (8, 8, 8, 2)))),
+    Case("translate-not-nifti", "inference", "flair2t1_controlnet --input_image flair.nii.gz (not an image)",
+         "not a readable NIfTI image", bundle("flair2t1_controlnet", input_image=write("flair.nii.gz", "not nifti"))),
+    Case("translate-scale-huge", "inference", "flair2t1_controlnet --conditioning_scale 1e6",
+         "conditioning_scale must be a finite number in [0, 10]",
+         bundle("flair2t1_controlnet", input_image=nifti("a.nii.gz", (80, 112, 2)), conditioning_scale=1e6)),
+    Case("translate-output-permission-denied", "inference", "flair2t1_controlnet --output_dir (a folder this user may not create)",
+         "permission denied on", bundle("flair2t1_controlnet", input_image=nifti("a.nii.gz", (80, 112, 1)),
+                                        num_inference_steps=1, output_dir=DENIED)),
     Case("weights-tampered", "inference", "oct_ldm (one byte of models/diffusion_model.safetensors changed)",
          "is not that of the oct_ldm", bundle("oct_ldm", root=tampered_oct, num_inference_steps=2)),
     Case("covariate-out-of-range", "inference", "brain_ldm_3d --age 1.5", "outside [0, 1]",
@@ -326,6 +357,9 @@ CASES: list[Case] = [
     Case("checkpoints-all-corrupt", "training", "oct_ldm train (every checkpoint in OUTPUT_DIR cut short)",
          "loads", bundle("oct_ldm", OCT_TRAIN, "train_autoencoder", datalist=fixture("oct_datalist"),
                          output_dir=corrupt_checkpoints, **TINY_OCT)),
+    Case("train-output-permission-denied", "training", "oct_ldm train --output_dir (a folder this user may not create)",
+         "permission denied on", bundle("oct_ldm", OCT_TRAIN, "train_autoencoder", datalist=fixture("oct_datalist"),
+                                        output_dir=DENIED, **TINY_OCT)),
     Case("init-weights-missing", "training", "oct_ldm train --autoencoder_train#init_weights missing.safetensors",
          "weights file not found", bundle("oct_ldm", OCT_TRAIN, "train_autoencoder", datalist=fixture("oct_datalist"),
                                           **{"autoencoder_train#init_weights": "/nonexistent/w.safetensors"}, **TINY_OCT)),
@@ -344,6 +378,8 @@ CASES: list[Case] = [
          module_main("common.data", "make", "brain", "--n", "2", "--dims", "4", "--out", "{out}")),
     Case("data-spacing", "data", "python -m common.data make brain --spacing 3", "--spacing",
          module_main("common.data", "make", "brain", "--n", "2", "--spacing", "3", "--out", "{out}")),
+    Case("data-out-permission-denied", "data", "python -m common.data make cxr --n 2 --out (a folder this user may not create)",
+         "pick a writable --out", module_main("common.data", "make", "cxr", "--n", "2", "--out", DENIED)),
     Case("data-out-under-file", "data", "python -m common.data make cxr --out A_FILE/x", "a file is in the way",
          module_main("common.data", "make", "cxr", "--n", "2", "--out", "{a_file}/x")),
     # ---- evaluation

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from test_brain_ldm_3d import TINY_AE, TINY_DISC, TINY_UNET, write_tiny_population
 

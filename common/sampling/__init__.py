@@ -25,6 +25,8 @@ _EXPORTS = {
     "tiled_decode": "decode",
     "AutoregressiveSampler": "autoregressive",
     "select_prior": "autoregressive",
+    "ControlNetTranslator": "translate",
+    "run_translation": "translate",
 }
 
 __all__ = sorted(_EXPORTS)

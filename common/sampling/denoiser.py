@@ -65,7 +65,9 @@ class UNetDenoiser:
     def __init__(self, unet: nn.Module, controlnet: nn.Module | None = None, conditioning_scale: float = 1.0) -> None:
         self.unet = unet
         self.controlnet = controlnet
-        self.conditioning_scale = float(conditioning_scale)
+        from common.sampling.settings import check_float
+
+        self.conditioning_scale = check_float("conditioning_scale", conditioning_scale, 0.0, 10.0, "1.0 (0 = the base model alone)")
 
     def networks(self) -> list[nn.Module]:
         """The networks this denoiser runs (what releasing it frees)."""

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.io.inputs import InputError, has_suffix, list_inputs
 from common.sampling.settings import check_float, check_int
 from common.tokens.likelihood import token_log_likelihoods
 from common.tokens.ordering import TokenOrdering
@@ -26,33 +27,7 @@ CSV_NAME = "likelihoods.csv"
 CSV_FIELDS = ("file", "log_likelihood_sum", "log_likelihood_mean", "tokens", "map")
 
 
-class ScoreInputError(ValueError):
-    """An input image the model cannot score (missing, unreadable, wrong size or channels)."""
-
-
-def list_inputs(input_image: str | None = None, input_dir: str | None = None,
-                input_files: Sequence[str] | None = None) -> list[Path]:
-    """The PNG files to score: one file, every .png in a folder (sorted, not recursive), or a list of files."""
-    if sum(bool(x) for x in (input_image, input_dir, input_files)) != 1:
-        raise ScoreInputError("give exactly one of --input_image FILE.png, --input_dir FOLDER or --input_files [...]")
-    if input_files:
-        paths = [Path(f) for f in input_files]
-        missing = [p for p in paths if not p.is_file()]
-        if missing:
-            raise ScoreInputError(f"input image {missing[0]} does not exist: fix the list")
-        return paths
-    if input_image:
-        path = Path(input_image)
-        if not path.is_file():
-            raise ScoreInputError(f"input image {path} does not exist: fix the path")
-        return [path]
-    folder = Path(input_dir)  # type: ignore[arg-type]
-    if not folder.is_dir():
-        raise ScoreInputError(f"input folder {folder} does not exist: fix the path")
-    paths = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".png")
-    if not paths:
-        raise ScoreInputError(f"input folder {folder} holds no .png files: give 8- or 16-bit grey PNGs")
-    return paths
+ScoreInputError = InputError  # the name this module's callers and tests know
 
 
 def read_input(path: Path, image_size: Sequence[int]) -> torch.Tensor:
@@ -60,7 +35,7 @@ def read_input(path: Path, image_size: Sequence[int]) -> torch.Tensor:
     from common.evaluation.errors import EvaluationError
     from common.evaluation.loading import load_image
 
-    if path.suffix.lower() != ".png":
+    if not has_suffix(path, (".png",)):
         raise ScoreInputError(f"{path} is not a PNG: this model scores 8- or 16-bit grey PNG images")
     try:
         array = load_image(path)

@@ -64,3 +64,18 @@ class CheckImaged:
                 raise ValueError(f"{name}: image of shape {shape} ({found}); this bundle trains on {self.spatial_dims}D "
                                  f"images with {self.channels} channel(s): {fix}")
         return data
+
+
+class PairPrepareBatch:
+    """(input, target) of a supervised image-to-image step from two batch keys (FLAIR -> T1 regression): MONAI's
+    default prepare_batch reads only ``image`` / ``label``."""
+
+    def __init__(self, input_key: str, target_key: str) -> None:
+        self.input_key, self.target_key = input_key, target_key
+
+    def __call__(self, batchdata: dict[str, Any], device: Any = None, non_blocking: bool = False, **kwargs: Any):
+        missing = [k for k in (self.input_key, self.target_key) if k not in batchdata]
+        if missing:
+            raise KeyError(f"batch has no {missing[0]!r} (keys: {sorted(batchdata)}); set the prepare_batch keys")
+        return (batchdata[self.input_key].to(device, non_blocking=non_blocking).float(),
+                batchdata[self.target_key].to(device, non_blocking=non_blocking).float())

@@ -59,7 +59,8 @@ class LatentCacheDataset(Dataset):
 
     Args:
         data: datalist entries (dicts with `image_key` and covariates).
-        transform: loads one entry (e.g. LoadImaged, scaling); applied once per entry when encoding.
+        transform: loads one entry (e.g. LoadImaged, scaling); applied once per entry when encoding (None: the
+            entries are already loaded items, e.g. ``common.training.slices.VolumeSlices``).
         autoencoder: the stage-1 network (AutoencoderKL or VQVAE); frozen and in eval mode here (a VQVAE
             updates its EMA codebook in train mode even under no_grad).
         autoencoder_weights: safetensors/torch file loaded strictly into it before encoding (None: as is).
@@ -68,12 +69,14 @@ class LatentCacheDataset(Dataset):
         device: where to encode.
         tokens: keep a VQVAE's code indices (``index_quantize``: long [*spatial], the token grid an
             autoregressive prior trains on) instead of latents; no posterior and no scale factor.
+        keep_keys: image keys carried next to the latent as they are (a ControlNet's full-resolution
+            conditioning image, e.g. the FLAIR slice of a T1 slice's latent).
     """
 
     def __init__(
         self,
         data: Sequence[Mapping[str, Any]],
-        transform: Callable[[Mapping[str, Any]], Mapping[str, Any]],
+        transform: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None,
         autoencoder: torch.nn.Module,
         autoencoder_weights: str | None = None,
         image_key: str = "image",
@@ -83,6 +86,7 @@ class LatentCacheDataset(Dataset):
         device: str | torch.device = "cpu",
         seed: int = 0,
         tokens: bool = False,
+        keep_keys: Sequence[str] = (),
     ) -> None:
         if len(data) == 0:
             raise ValueError("LatentCacheDataset: the datalist split is empty")
@@ -97,6 +101,7 @@ class LatentCacheDataset(Dataset):
         self.device = torch.device(device)
         self.seed = int(seed)
         self.tokens = bool(tokens)
+        self.keep_keys = [keep_keys] if isinstance(keep_keys, str) else list(keep_keys)
         if self.tokens and not hasattr(autoencoder, "index_quantize"):
             raise ValueError("tokens=True needs a VQVAE stage 1 (it has no index_quantize)")
         if self.tokens:
@@ -122,7 +127,7 @@ class LatentCacheDataset(Dataset):
             p.requires_grad_(False)
         mus, sigmas = [], []
         for entry in self.data:
-            item = self.transform(dict(entry))
+            item = dict(entry) if self.transform is None else self.transform(dict(entry))
             image = torch.as_tensor(item[self.image_key]).float().unsqueeze(0).to(self.device)
             if self.tokens:
                 z_mu, z_sigma = net.index_quantize(image), None
@@ -130,7 +135,8 @@ class LatentCacheDataset(Dataset):
                 z_mu, z_sigma = encode_latent(net, image)
             mus.append(z_mu[0].cpu())
             sigmas.append(torch.zeros_like(z_mu[0].cpu()) if z_sigma is None else z_sigma[0].cpu())
-            self._extras.append(_scalar_items(item, skip={self.image_key}))
+            kept = {k: torch.as_tensor(item[k]).float() for k in self.keep_keys}
+            self._extras.append({**_scalar_items(item, skip={self.image_key, *self.keep_keys}), **kept})
         shapes = {tuple(m.shape) for m in mus}
         if len(shapes) != 1:
             raise ValueError(f"latents of different shapes {sorted(shapes)}: resize the images to one shape")

@@ -82,6 +82,7 @@ CONDITIONER_VOCABULARY = {
     "CovariateConditioner": ("gender", "age", "ventricular_vol", "brain_vol"),
     "TextConditioner": ("prompt",),
     "ClassConditioner": ("class",),
+    "ControlConditioner": ("input_image", "input_dir", "conditioning_scale"),
 }
 MODEL_CARD_SECTIONS = ("Overview", "Usage", "Training", "Metrics", "Samples", "Limitations", "License")
 FORBIDDEN_SUFFIXES = (".py", ".pyc")
@@ -443,7 +444,10 @@ def _check_vocabulary(bundle: str, rel: str, label: str, loaded: dict[str, dict]
         targets = dict(_iter_targets(loaded[rel]))  # id -> _target_ of every component
         if str(targets.get("sampler", "")).endswith("LatentDiffusionSampler"):
             need += DIFFUSION_VOCABULARY
-        need += CONDITIONER_VOCABULARY.get(str(targets.get("conditioner", "")).rsplit(".", 1)[-1], ())
+        conditioner = str(targets.get("conditioner", "")).rsplit(".", 1)[-1]
+        need += CONDITIONER_VOCABULARY.get(conditioner, ())
+        if conditioner == "ControlConditioner":  # a translation makes one output per input, not num_samples
+            need.remove("num_samples")
     missing = [k for k in need if k not in ids]
     if not missing:
         return []
