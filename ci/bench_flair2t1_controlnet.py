@@ -1,7 +1,7 @@
 """Measure flair2t1_controlnet on held-out subjects of the built-in 2 mm brain population (test split).
 
     python ci/bench_flair2t1_controlnet.py recon  [--n 24]
-    python ci/bench_flair2t1_controlnet.py eval   [--steps 25] [--guidance 1] [--scale 1] [--n 24]
+    python ci/bench_flair2t1_controlnet.py eval   [--steps 5] [--guidance 1] [--scale 1] [--n 24]
     python ci/bench_flair2t1_controlnet.py steps  [--n 6] [--sweep 5 10 25 50]
     python ci/bench_flair2t1_controlnet.py sweep  [--n 6] [--guidance-sweep 1 2 4] [--scale-sweep 0.5 1 1.5]
     python ci/bench_flair2t1_controlnet.py speed
@@ -17,9 +17,10 @@
   those axial slices (packaged InceptionV3) against the same slice levels of --n-ref (24) training subjects' real T1
   (realism, the truth's own FID as the floor); 3D consistency = mean |slice k+1 - slice k| over those slices,
   beside the truth's.
-- steps: ours at several DDIM step counts on the first n subjects (volume PSNR / MS-SSIM and seconds per volume).
+- steps: ours at several DDIM step counts on the first n subjects (PSNR / MS-SSIM, slice FID against --n-ref training
+  subjects, seconds per volume).
 - sweep: guidance (null = the zero FLAIR the ControlNet was trained to read as "no control") and conditioning
-  scale, on the first n subjects.
+  scale, on the first n subjects (the same measures).
 - loss: the held-out training objective (v-prediction MSE) on the test subjects' brain slices, at fixed timesteps and
   noise: the frozen base alone, the ControlNet given the null (zero) FLAIR, the ControlNet given the FLAIR (what the
   control adds; the training logs of the shipped run were not kept, this is measured on the shipped weights).
@@ -177,8 +178,6 @@ def _brain_slices(volumes: list, truths: list):
 
 
 def cmd_eval(args) -> dict:
-    from common.evaluation import extract_features, fid
-
     test = _entries(args.datalist, "test", args.n)
     train = _entries(args.datalist, "training", args.n_ref)
     truths = [_load(e["image"]) for e in test]
@@ -187,12 +186,11 @@ def cmd_eval(args) -> dict:
     methods = {"ours": ours, "regression": translate_regression(test), "histogram_matched_flair": translate_histogram(test, train)}
     report = {"subjects": len(test), "settings": {"steps": args.steps, "scheduler": "ddim", "guidance_scale": args.guidance,
                                                   "conditioning_scale": args.scale}, "seconds_per_volume_ours": round(seconds, 2)}
-    train_truths = [_load(e["image"]) for e in train]
-    real = extract_features(_brain_slices(train_truths, train_truths), progress=False)
-    report["fid_truth_slices"] = round(fid(real, extract_features(_brain_slices(truths, truths), progress=False)), 3)
+    real = _reference_features(args)
+    report["fid_truth_slices"] = _fid(real, truths, truths)
     for name, preds in methods.items():
         report[name] = _metrics(preds, truths)
-        report[name]["fid_slices"] = round(fid(real, extract_features(_brain_slices(preds, truths), progress=False)), 3)
+        report[name]["fid_slices"] = _fid(real, preds, truths)
         print(name, json.dumps({k: report[name][k] for k in ("volume", "slice", "fid_slices", "adjacent_slice_mad")}), flush=True)
     return report
 
@@ -263,22 +261,41 @@ def cmd_loss(args) -> dict:
     return {"subjects": len(test), "slices": count, "timesteps": timesteps, "v_mse_mean": mean, "v_mse_per_timestep": per_t}
 
 
+def _reference_features(args):
+    """InceptionV3 features of --n-ref training subjects' true T1 brain slices (FID's reference)."""
+    from common.evaluation import extract_features
+
+    train = [_load(e["image"]) for e in _entries(args.datalist, "training", args.n_ref)]
+    return extract_features(_brain_slices(train, train), progress=False)
+
+
+def _fid(real, preds: list, truths: list) -> float:
+    from common.evaluation import extract_features, fid
+
+    return round(fid(real, extract_features(_brain_slices(preds, truths), progress=False)), 3)
+
+
 def cmd_steps(args) -> dict:
+    """Ours at several DDIM step counts: fidelity (PSNR, MS-SSIM), realism (slice FID) and time per volume."""
     test = _entries(args.datalist, "test", args.n)
     truths = [_load(e["image"]) for e in test]
+    real = _reference_features(args)
     rows = []
     for steps in args.sweep:
         with tempfile.TemporaryDirectory() as tmp:
             preds, seconds = translate_ours(test, Path(tmp) / "out", num_inference_steps=steps)
         m = _metrics(preds, truths)
-        rows.append({"steps": steps, "seconds_per_volume": round(seconds, 2), "volume": m["volume"], "slice": m["slice"]})
+        rows.append({"steps": steps, "seconds_per_volume": round(seconds, 2), "volume": m["volume"], "slice": m["slice"],
+                     "fid_slices": _fid(real, preds, truths)})
         print(json.dumps(rows[-1]), flush=True)
-    return {"subjects": len(test), "scheduler": "ddim", "rows": rows}
+    return {"subjects": len(test), "scheduler": "ddim", "fid_reference_subjects": args.n_ref,
+            "fid_truth_slices": _fid(real, truths, truths), "rows": rows}
 
 
 def cmd_sweep(args) -> dict:
     test = _entries(args.datalist, "test", args.n)
     truths = [_load(e["image"]) for e in test]
+    real = _reference_features(args)
     rows = []
     for guidance in args.guidance_sweep:
         for scale in args.scale_sweep:
@@ -286,9 +303,10 @@ def cmd_sweep(args) -> dict:
                 preds, seconds = translate_ours(test, Path(tmp) / "out", num_inference_steps=args.steps,
                                                 guidance_scale=guidance, conditioning_scale=scale)
             m = _metrics(preds, truths)
-            rows.append({"guidance_scale": guidance, "conditioning_scale": scale, "volume": m["volume"]})
+            rows.append({"guidance_scale": guidance, "conditioning_scale": scale, "seconds_per_volume": round(seconds, 2),
+                         "volume": m["volume"], "slice": m["slice"], "fid_slices": _fid(real, preds, truths)})
             print(json.dumps(rows[-1]), flush=True)
-    return {"subjects": len(test), "steps": args.steps, "rows": rows}
+    return {"subjects": len(test), "steps": args.steps, "fid_truth_slices": _fid(real, truths, truths), "rows": rows}
 
 
 def cmd_speed(args) -> dict:
@@ -342,7 +360,7 @@ def main() -> None:
     ap.add_argument("command", choices=["recon", "eval", "loss", "steps", "sweep", "speed", "figure"])
     ap.add_argument("--datalist", type=Path, default=REPO / "data" / "brain_3d" / "datalist.json")
     ap.add_argument("--n", type=int, default=24)
-    ap.add_argument("--steps", type=int, default=25)
+    ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--guidance", type=float, default=1.0)
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--sweep", type=int, nargs="+", default=[5, 10, 25, 50])

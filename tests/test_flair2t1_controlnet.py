@@ -153,12 +153,13 @@ def test_every_slice_starts_from_the_same_noise(tiny, population, tmp_path):
 
 
 def test_slices_without_signal_are_background_not_a_sampled_brain(tiny, population, tmp_path):
-    """An all-zero FLAIR slice is the ControlNet's null control: it comes out as background, and the other slices
-    are those of the same volume without it."""
+    """An all-zero FLAIR slice is the ControlNet's null control, and a nearly empty one is close to it: both come out
+    as background, and the other slices are those of the same volume without them."""
     subject = _test_subject(population)
     src = nib.load(subject["flair"])
     flair = np.asarray(src.dataobj, dtype=np.float32)[:, :, 38:42].copy()
-    with_empty = np.concatenate([np.zeros_like(flair[:, :, :2]), flair], axis=2)
+    near_empty = 0.01 * np.random.default_rng(0).random(flair.shape[:2] + (1,), dtype=np.float32)  # scanner-like noise
+    with_empty = np.concatenate([np.zeros_like(flair[:, :, :1]), near_empty, flair], axis=2)
     inputs = tmp_path / "in"
     inputs.mkdir()
     nib.save(nib.Nifti1Image(with_empty, src.affine), str(inputs / "with_empty.nii.gz"))

@@ -1,4 +1,5 @@
-"""Conditioning: the `Condition` record and the conditioners (covariates, text, classes, a ControlNet image) that make it.
+"""Conditioning: the `Condition` record and the conditioners (covariates, text, classes, a ControlNet image, a noised
+low-resolution image with its noise level) that make it.
 
 Names resolve lazily so that `import common.conditioning` does not import torch.
 """
@@ -17,6 +18,7 @@ _EXPORTS = {
     "ClassConditioner": "classes",
     "repeat_classes": "classes",
     "ControlConditioner": "control",
+    "NoiseLevelConditioner": "noise_level",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -44,11 +44,20 @@ def unet_input(x: torch.Tensor, condition: Condition) -> torch.Tensor:
 
 
 def check_class_embedding(network: nn.Module, condition: Condition) -> None:
-    """Refuse labels for a UNet without a class embedding: MONAI 1.6.1 would ignore them silently."""
-    if condition.class_labels is not None and getattr(unwrap(network), "num_class_embeds", None) is None:
+    """Refuse labels for a UNet without a class embedding (MONAI 1.6.1 would ignore them silently) or beyond it."""
+    if condition.class_labels is None:
+        return
+    size = getattr(unwrap(network), "num_class_embeds", None)
+    if size is None:
         raise ConditionError(
             f"{type(unwrap(network)).__name__} has no class embedding (num_class_embeds is None), so MONAI would "
             "ignore the class labels / noise level: set num_class_embeds in the network definition"
+        )
+    labels = condition.class_labels
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= int(size)):
+        raise ConditionError(
+            f"class label / noise level {int(labels.max()) if int(labels.max()) >= int(size) else int(labels.min())} "
+            f"is outside the UNet's class embedding [0, {int(size) - 1}]: raise num_class_embeds or lower the level"
         )
 
 
