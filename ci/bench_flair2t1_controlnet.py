@@ -128,6 +128,11 @@ def translate_histogram(entries: list[dict], train: list[dict]) -> list:
     return out
 
 
+def _brain_levels(truth) -> list[int]:
+    """The axial slice indices of a true T1 volume (numpy) with >= MIN_BRAIN of its voxels brain (> 0.05)."""
+    return [k for k in range(truth.shape[2]) if (truth[:, :, k] > 0.05).mean() >= MIN_BRAIN]
+
+
 def _metrics(preds: list, truths: list) -> dict:
     """Per volume and per brain slice PSNR / MAE / MS-SSIM, and adjacent-slice differences."""
     import numpy as np
@@ -146,7 +151,7 @@ def _metrics(preds: list, truths: list) -> dict:
         vol["mae"].append(float(np.mean(np.abs(pred - truth))))
         vol["ms_ssim"].append(float(_ms_ssim_values(torch.from_numpy(truth)[None, None], torch.from_numpy(pred)[None, None],
                                                     1.0, s3)[0]))
-        keep = [k for k in range(truth.shape[2]) if (truth[:, :, k] > 0.05).mean() >= MIN_BRAIN]
+        keep = _brain_levels(truth)
         p2 = torch.from_numpy(np.ascontiguousarray(pred[:, :, keep].transpose(2, 0, 1)))[:, None]
         t2 = torch.from_numpy(np.ascontiguousarray(truth[:, :, keep].transpose(2, 0, 1)))[:, None]
         mse2 = ((p2 - t2) ** 2).mean(dim=(1, 2, 3)).clamp_min(1e-12)
@@ -172,7 +177,7 @@ def _brain_slices(volumes: list, truths: list):
 
     out = []
     for v, t in zip(volumes, truths):
-        keep = [k for k in range(t.shape[2]) if (t[:, :, k] > 0.05).mean() >= MIN_BRAIN]
+        keep = _brain_levels(t)
         out.append(np.ascontiguousarray(v[:, :, keep].transpose(2, 0, 1)))
     return torch.from_numpy(np.concatenate(out))[:, None].clamp(0, 1)
 
@@ -241,7 +246,7 @@ def cmd_loss(args) -> dict:
     for e in test:
         truth = torch.from_numpy(_load(e["image"]))
         flair = torch.as_tensor(scaling({"flair": torch.from_numpy(_load(e["flair"]))[None]})["flair"]).float()
-        keep = [k for k in range(truth.shape[2]) if (truth[:, :, k] > 0.05).float().mean() >= MIN_BRAIN]
+        keep = _brain_levels(truth.numpy())
         t1 = truth[:, :, keep].permute(2, 0, 1)[:, None]
         fl = flair[0][:, :, keep].permute(2, 0, 1)[:, None]
         with torch.inference_mode():
@@ -275,6 +280,15 @@ def _fid(real, preds: list, truths: list) -> float:
     return round(fid(real, extract_features(_brain_slices(preds, truths), progress=False)), 3)
 
 
+def _measured_row(test: list[dict], truths: list, real, **overrides) -> dict:
+    """Ours with `overrides` on `test`: seconds per volume, volume and slice metrics, slice FID."""
+    with tempfile.TemporaryDirectory() as tmp:
+        preds, seconds = translate_ours(test, Path(tmp) / "out", **overrides)
+    m = _metrics(preds, truths)
+    return {"seconds_per_volume": round(seconds, 2), "volume": m["volume"], "slice": m["slice"],
+            "fid_slices": _fid(real, preds, truths)}
+
+
 def cmd_steps(args) -> dict:
     """Ours at several DDIM step counts: fidelity (PSNR, MS-SSIM), realism (slice FID) and time per volume."""
     test = _entries(args.datalist, "test", args.n)
@@ -282,11 +296,7 @@ def cmd_steps(args) -> dict:
     real = _reference_features(args)
     rows = []
     for steps in args.sweep:
-        with tempfile.TemporaryDirectory() as tmp:
-            preds, seconds = translate_ours(test, Path(tmp) / "out", num_inference_steps=steps)
-        m = _metrics(preds, truths)
-        rows.append({"steps": steps, "seconds_per_volume": round(seconds, 2), "volume": m["volume"], "slice": m["slice"],
-                     "fid_slices": _fid(real, preds, truths)})
+        rows.append({"steps": steps, **_measured_row(test, truths, real, num_inference_steps=steps)})
         print(json.dumps(rows[-1]), flush=True)
     return {"subjects": len(test), "scheduler": "ddim", "fid_reference_subjects": args.n_ref,
             "fid_truth_slices": _fid(real, truths, truths), "rows": rows}
@@ -299,12 +309,9 @@ def cmd_sweep(args) -> dict:
     rows = []
     for guidance in args.guidance_sweep:
         for scale in args.scale_sweep:
-            with tempfile.TemporaryDirectory() as tmp:
-                preds, seconds = translate_ours(test, Path(tmp) / "out", num_inference_steps=args.steps,
-                                                guidance_scale=guidance, conditioning_scale=scale)
-            m = _metrics(preds, truths)
-            rows.append({"guidance_scale": guidance, "conditioning_scale": scale, "seconds_per_volume": round(seconds, 2),
-                         "volume": m["volume"], "slice": m["slice"], "fid_slices": _fid(real, preds, truths)})
+            rows.append({"guidance_scale": guidance, "conditioning_scale": scale,
+                         **_measured_row(test, truths, real, num_inference_steps=args.steps, guidance_scale=guidance,
+                                         conditioning_scale=scale)})
             print(json.dumps(rows[-1]), flush=True)
     return {"subjects": len(test), "steps": args.steps, "fid_truth_slices": _fid(real, truths, truths), "rows": rows}
 

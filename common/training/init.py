@@ -8,12 +8,9 @@ the zero convolutions, by design), so a wrong base (another architecture) shows 
 
 from __future__ import annotations
 
-import logging
 import os
 
 import torch
-
-logger = logging.getLogger(__name__)
 
 
 def init_from_network(network: torch.nn.Module, source: torch.nn.Module | str | os.PathLike,
@@ -38,8 +35,6 @@ def init_from_network(network: torch.nn.Module, source: torch.nn.Module | str | 
         raise ValueError(f"only {len(copied)} of {len(copied) + len(kept)} tensors of {type(network).__name__} match {name} by "
                          "name and shape: the networks' configs differ (channels, levels, attention); make them match")
     roots = sorted({k.split(".")[0] for k in kept})
-    logger.info("%s initialised from %s: %d tensors copied, %d kept their initialisation (%s)",
-                type(network).__name__, name, len(copied), len(kept), ", ".join(roots) or "none")
     print(f"{type(network).__name__}: {len(copied)} tensors copied from {name}; {len(kept)} not matched, "
           f"kept fresh: {', '.join(roots) or 'none'}", flush=True)
     return network
