@@ -278,7 +278,7 @@ CASES: list[Case] = [
          "permission denied on", bundle("oct_ldm", num_inference_steps=1, num_samples=1, **{"class": "cnv"},
                                         output_dir=DENIED)),
     Case("translate-two-channels", "inference", "flair2t1_controlnet --input_image (a 2-channel 4D NIfTI)",
-         "with 2 channel(s); this model translates single-channel 2D images or 3D volumes",
+         "with 2 channel(s); this model takes single-channel 2D or 3D images",
          bundle("flair2t1_controlnet", input_image=nifti("two.nii.gz", (8, 8, 8, 2)))),
     Case("translate-not-nifti", "inference", "flair2t1_controlnet --input_image flair.nii.gz (not an image)",
          "not a readable NIfTI image", bundle("flair2t1_controlnet", input_image=write("flair.nii.gz", "not nifti"))),

@@ -218,7 +218,7 @@ def _write(path: Path, array: np.ndarray) -> str:
 
 
 @pytest.mark.parametrize("case, message", [
-    ("four_d", "with 2 channel(s); this model translates single-channel 2D images or 3D volumes"),
+    ("four_d", "with 2 channel(s); this model takes single-channel 2D or 3D images"),
     ("garbage", "not a readable NIfTI image"),
     ("missing", "does not exist: fix the path"),
     ("nothing", "give exactly one of --input_image"),

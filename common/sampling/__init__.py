@@ -27,6 +27,10 @@ _EXPORTS = {
     "select_prior": "autoregressive",
     "ControlNetTranslator": "translate",
     "run_translation": "translate",
+    "Upscaler": "upscale",
+    "run_upscaling": "upscale",
+    "BundleSampler": "cascade",
+    "run_cascade": "cascade",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -157,8 +157,11 @@ class LatentDiffusionSampler:
         denoiser = GuidedDenoiser(self.denoiser, settings.guidance_scale, null)  # checks the null condition
         if noise is None:
             noise = self.noise(n, generator)
-        elif tuple(noise.shape) != (n, *self.latent_shape):
-            raise ValueError(f"noise shape {tuple(noise.shape)} != (num_samples, *latent_shape) = {(n, *self.latent_shape)}")
+        elif tuple(noise.shape[:2]) != (n, self.latent_shape[0]) or noise.ndim != len(self.latent_shape) + 1:
+            # the spatial size may differ from latent_shape: the UNet is fully convolutional (an upscaler's latent
+            # follows its input's size)
+            raise ValueError(f"noise shape {tuple(noise.shape)} does not match (num_samples, latent channels, "
+                             f"*spatial) = {(n, self.latent_shape[0])} + {len(self.latent_shape) - 1} spatial dims")
         return denoise(
             denoiser, self.scheduler, noise.to(self.device, torch.float32), cond, settings.num_inference_steps,
             generator, settings.progress,

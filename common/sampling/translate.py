@@ -21,11 +21,8 @@ from typing import Any
 import torch
 
 from common.conditioning.control import ControlConditioner
-from common.io.inputs import InputError, list_inputs
+from common.io.inputs import NIFTI_SUFFIXES, list_inputs, read_nifti, write_per_input
 from common.sampling.settings import GenerationSettings, RunSettings
-
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-
 
 # a slice whose scaled input never exceeds this is background (see ControlNetTranslator.translate)
 SIGNAL_FLOOR = 0.05
@@ -88,25 +85,6 @@ def model_grid(key: str, spatial_dims: int, pixdim: Sequence[float], plane_size:
     ])
 
 
-def read_input(path: Path, key: str) -> dict[str, Any]:
-    """``{key: MetaTensor [1, *spatial]}`` of a 2D or 3D single-channel NIfTI, or a one-line error naming the file."""
-    from monai.transforms import LoadImaged
-
-    try:
-        data = LoadImaged(keys=key, ensure_channel_first=True, image_only=True)({key: str(path)})
-    except Exception as exc:
-        from common.cli import one_line
-
-        raise InputError(f"{path}: not a readable NIfTI image ({one_line(exc)[:120]}); give a .nii or .nii.gz file") from None
-    image = data[key]
-    if image.ndim not in (3, 4) or image.shape[0] != 1:
-        raise InputError(f"{path}: image of shape {tuple(image.shape[1:])} with {image.shape[0]} channel(s); this model "
-                         "translates single-channel 2D images or 3D volumes")
-    if not torch.isfinite(image).all():
-        raise InputError(f"{path}: the image has NaN or inf values; fix or mask them first")
-    return data
-
-
 def run_translation(
     translator: ControlNetTranslator,
     output_dir: str | os.PathLike,
@@ -129,39 +107,27 @@ def run_translation(
     """
     from monai.data import MetaTensor
 
-    from common.io.writers import staged_folder, write_nifti
     from common.sampling.runner import sample_seed
 
     run = RunSettings(seed=seed)
     settings = GenerationSettings(num_inference_steps, guidance_scale, progress)
     paths = list_inputs(input_image, input_dir, suffixes=NIFTI_SUFFIXES, kind="2D or 3D NIfTI images (.nii, .nii.gz)")
-    out_dir = Path(output_dir)
-    if any(p.resolve().parent == out_dir.resolve() for p in paths):
-        raise InputError(f"output_dir {out_dir} holds the inputs and outputs take their names: give another --output_dir")
-    names = [p.name for p in paths]
-    if len(set(names)) != len(names):
-        raise InputError("two inputs share a file name: translate them in separate runs")
     import nibabel as nib
 
     low, high = float(output_range[0]), float(output_range[1])
-    with staged_folder(out_dir, ".tmp-translate-") as (final_dir, tmp_dir):
-        for index, path in enumerate(paths):
-            data = read_input(path, key)
-            grid = model_grid(key, data[key].ndim - 1, pixdim, plane_size)
-            on_grid = grid(data)
-            scaled = intensity(dict(on_grid)) if intensity is not None else on_grid
-            translated = translator.translate(torch.as_tensor(scaled[key]).float(), sample_seed(run.seed, index), settings)
-            moved = MetaTensor(translated.clamp(low, high), meta=on_grid[key].meta)
-            moved.applied_operations = list(on_grid[key].applied_operations)
-            back = grid.inverse({key: moved})[key]
-            if tuple(back.shape) != tuple(data[key].shape):
-                raise RuntimeError(f"{path}: the output came back as {tuple(back.shape)}, not the input's "
-                                   f"{tuple(data[key].shape)}")
-            write_nifti(back, tmp_dir / path.name, affine=nib.load(str(path)).affine)
-            print(f"translated {path} ({index + 1}/{len(paths)})", flush=True)
-        for name in names:
-            os.replace(tmp_dir / name, final_dir / name)
-    written = [str(final_dir / n) for n in names]
-    for w in written:
-        print(w)
-    return written
+
+    def convert(path: Path, index: int) -> tuple[Any, Any]:
+        data = read_nifti(path, key)
+        grid = model_grid(key, data[key].ndim - 1, pixdim, plane_size)
+        on_grid = grid(data)
+        scaled = intensity(dict(on_grid)) if intensity is not None else on_grid
+        translated = translator.translate(torch.as_tensor(scaled[key]).float(), sample_seed(run.seed, index), settings)
+        moved = MetaTensor(translated.clamp(low, high), meta=on_grid[key].meta)
+        moved.applied_operations = list(on_grid[key].applied_operations)
+        back = grid.inverse({key: moved})[key]
+        if tuple(back.shape) != tuple(data[key].shape):
+            raise RuntimeError(f"{path}: the output came back as {tuple(back.shape)}, not the input's "
+                               f"{tuple(data[key].shape)}")
+        return back, nib.load(str(path)).affine
+
+    return write_per_input(paths, output_dir, convert, verb="translated")

@@ -44,6 +44,7 @@ _EXPORTS = {
     "frozen_network": "init",
     "PairPrepareBatch": "data",
     "CheckImaged": "data",
+    "CheckHalfResolutiond": "data",
     "RestartDeadCodes": "codebook",
     "TokenPrepareBatch": "transformer",
     "TokenCrossEntropy": "transformer",

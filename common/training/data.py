@@ -66,6 +66,23 @@ class CheckImaged:
         return data
 
 
+class CheckHalfResolutiond:
+    """Refuse, with one line naming the file, a low-resolution image that is not the half-resolution grid of its
+    image (a super-resolution pair is cropped jointly on that grid, so 80x112x80 must go with 160x224x160)."""
+
+    def __init__(self, key: str = "image", lowres_key: str = "image_lowres") -> None:
+        self.key, self.lowres_key = key, lowres_key
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        high, low = tuple(data[self.key].shape[1:]), tuple(data[self.lowres_key].shape[1:])
+        if low != tuple(n // 2 for n in high):
+            meta = getattr(data[self.lowres_key], "meta", {}) or {}
+            name = meta.get("filename_or_obj", self.lowres_key)
+            raise ValueError(f"{name}: low-resolution shape {low} is not half of the image's {high}; pair each 1 mm "
+                             "image with its 2 mm copy (python -m common.data make brain --spacing 1 writes both)")
+        return data
+
+
 class PairPrepareBatch:
     """(input, target) of a supervised image-to-image step from two batch keys (FLAIR -> T1 regression): MONAI's
     default prepare_batch reads only ``image`` / ``label``."""

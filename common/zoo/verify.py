@@ -83,6 +83,7 @@ CONDITIONER_VOCABULARY = {
     "TextConditioner": ("prompt",),
     "ClassConditioner": ("class",),
     "ControlConditioner": ("input_image", "input_dir", "conditioning_scale"),
+    "NoiseLevelConditioner": ("noise_level",),
 }
 MODEL_CARD_SECTIONS = ("Overview", "Usage", "Training", "Metrics", "Samples", "Limitations", "License")
 FORBIDDEN_SUFFIXES = (".py", ".pyc")
