@@ -8,6 +8,10 @@ Subcommands (all CPU by default; sizes and steps are options because the full be
            at each step count (--fast-steps), (3) the reference: MONAI ``LatentDiffusionInferer.sample`` + one-pass decode.
   bundles  the shipped weights of every bundle under bundles/ whose inference.json builds a ``sampler``
            (bundles without weights are skipped with a message): reference vs ours, same scheduler and steps.
+  cascade  brain_sr_cascade's paper headline: one 160x224x160 sample of the cascade end to end (its inference.json
+           run step in-process: brain_ldm_3d at 2 mm with the shipped weights, then the upscaler, the NIfTI written)
+           against the single-stage reference: the published brain LDM architecture (random weights) sampled at
+           160x224x160 with MONAI's ``LatentDiffusionInferer.sample``, DDIM --steps (50), one-pass decode.
   decode   decode-only study, one subprocess per configuration (peak RSS = the child's ru_maxrss): one pass vs
            slab vs tiled (several overlaps) on the published autoencoder at several sizes, max |diff| vs one pass.
 
@@ -234,6 +238,54 @@ def bench_brain(args) -> int:
     return status
 
 
+# ----------------------------------------------------------------------------- cascade
+def bench_cascade(args) -> int:
+    """The cascade end to end against the single-stage published brain LDM at the same 1 mm size."""
+    from monai.bundle import ConfigParser
+    from monai.networks.schedulers import DDIMScheduler
+
+    bundle = REPO / "bundles" / "brain_sr_cascade"
+    rows = []
+
+    def cascade(out: str):
+        p = ConfigParser()
+        p.read_config(str(bundle / "configs" / "inference.json"))
+        p.read_meta(str(bundle / "configs" / "metadata.json"))
+        p.update({"bundle_root": str(bundle), "output_dir": out, "progress": False, "device": "cpu", "seed": args.seed})
+        return p.get_parsed_content("run")
+
+    def reference():
+        ae, unet = published_brain(args.seed)
+        noise = torch.randn((1, 3, 20, 28, 20), generator=torch.Generator().manual_seed(args.seed))
+        from common.conditioning.base import Condition
+
+        cov = torch.tensor([[1.0, 0.5, 0.5, 0.5]])
+        sched = DDIMScheduler(num_train_timesteps=1000, schedule="scaled_linear_beta", beta_start=0.0015,
+                              beta_end=0.0205, clip_sample=False)
+        return reference_sample(ae, unet, sched, 1.0, noise, args.steps, 1.0, Condition(context=cov[:, None, :], vector=cov),
+                                None)
+
+    print(f"cascade (shipped weights) vs single-stage published brain LDM at 160x224x160, DDIM {args.steps}, "
+          f"threads {torch.get_num_threads()}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, fn in (("cascade (brain_ldm_3d 2 mm + upscaler)", lambda: cascade(tmp)), ("reference", reference)):
+            out, wall, peak, base = measure(fn)
+            rows.append({"name": name, "wall_s": wall, "peak_rss_mib": peak, "rss_before_mib": base})
+            print(f"  {name}: {wall:.1f} s, peak RSS {peak:.0f} MiB (before {base:.0f} MiB)", flush=True)
+            if name == "reference":
+                print(f"  reference output shape {tuple(out.shape)}", flush=True)
+            else:
+                import nibabel as nib
+
+                print(f"  cascade wrote {[Path(o).name for o in out]} of shape {nib.load(out[0]).shape}", flush=True)
+    _report(rows)
+    if args.json:
+        from common.io import write_json
+
+        write_json({"steps": args.steps, "rows": rows}, args.json, indent=1)
+    return 0
+
+
 # ----------------------------------------------------------------------------- bundles
 def bench_bundles(args) -> int:
     from monai.bundle import ConfigParser
@@ -251,6 +303,10 @@ def bench_bundles(args) -> int:
         parser.read_config(str(root / "configs" / "inference.json"))
         if "sampler" not in parser.config:
             print(f"[{root.name}] skipped: inference.json has no 'sampler' (not a latent diffusion bundle)")
+            continue
+        if "condition" not in parser.config:
+            print(f"[{root.name}] skipped: its condition is an input image (no 'condition' item); its own bench "
+                  "times it (ci/bench_<bundle>.py, bench_sampling.py cascade)")
             continue
         parser["bundle_root"] = str(root)
         parser["device"] = "$torch.device('cpu')"
@@ -383,6 +439,11 @@ def main(argv=None) -> int:
     u.add_argument("--repeats", type=int, default=2, help="rounds; the phase order alternates between rounds")
     u.add_argument("--seed", type=int, default=0)
     u.add_argument("--threads", type=int, default=0)
+    c = sub.add_parser("cascade", help="brain_sr_cascade end to end vs the single-stage 1 mm reference")
+    c.add_argument("--steps", type=int, default=50, help="the reference's DDIM steps")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--threads", type=int, default=0)
+    c.add_argument("--json", default="")
     d = sub.add_parser("decode", help="decode-only study, one subprocess per configuration")
     d.add_argument("--sizes", nargs="+", default=["64,96,64", "96,128,96"], help="image sizes D,H,W (multiples of 8)")
     d.add_argument("--overlaps", type=int, nargs="*", default=[2, 4, 8])
@@ -403,7 +464,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if getattr(args, "threads", 0):
         torch.set_num_threads(args.threads)
-    return {"brain": bench_brain, "bundles": bench_bundles, "decode": bench_decode, "_decode_one": _decode_one}[
+    return {"brain": bench_brain, "cascade": bench_cascade, "bundles": bench_bundles, "decode": bench_decode, "_decode_one": _decode_one}[
         args.cmd
     ](args)
 

@@ -11,7 +11,7 @@ CONFIGS="['$BUNDLE/configs/inference.json','$BUNDLE/configs/train.json']"   # tr
 RUNS=${RUNS:-runs/brain_sr_cascade}
 DATA=${DATA:-data/brain_3d_1mm}
 AE_MINUTES=${AE_MINUTES:-35}
-DM_MINUTES=${DM_MINUTES:-55}
+DM_MINUTES=${DM_MINUTES:-35}
 THREADS=${THREADS:-2}
 COMMON="--bundle_root $BUNDLE --export_to_bundle true --output_dir $RUNS --num_threads $THREADS --datalist $DATA/datalist.json"
 mkdir -p "$RUNS"

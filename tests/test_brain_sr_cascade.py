@@ -282,3 +282,51 @@ def test_shipped_weights_beat_trilinear_on_a_subject_of_another_seed(tmp_path):
         return 10 * np.log10(1.0 / np.mean((x - truth) ** 2))
 
     assert psnr(out) > psnr(trilinear) + 1.0, (psnr(out), psnr(trilinear))
+
+
+def test_paper_overlay_loads_old_checkpoints_strictly_and_upscales(tmp_path):
+    """Old GenerativeModels (monai-generative 0.2.3) nets with paper.json's structure at tiny widths load strictly
+    through paper.json, reproduce the old outputs, and upscale a volume (the level reaching the class embedding)."""
+    pytest.importorskip("generative.networks.nets")
+    from generative.networks.nets import AutoencoderKL as OldAE
+    from generative.networks.nets import DiffusionModelUNet as OldUNet
+
+    paper = json.loads((CONFIGS / "paper.json").read_text())
+    skip = ("_target_", "include_fc", "use_combined_linear", "channels", "latent_channels", "in_channels",
+            "out_channels", "num_head_channels", "num_class_embeds")
+    ae_kw = {k: v for k, v in paper["autoencoder_def"].items() if k not in skip}
+    un_kw = {k: v for k, v in paper["diffusion_def"].items() if k not in skip}
+    ae_kw.update(num_channels=[8, 16], latent_channels=4, norm_num_groups=8, in_channels=1, out_channels=1)
+    un_kw.update(num_channels=[16, 16, 32], num_head_channels=[0, 0, 32], norm_num_groups=8, in_channels=5,
+                 out_channels=4, num_class_embeds=350)
+    torch.manual_seed(0)
+    old_ae, old_unet = OldAE(**ae_kw).eval(), OldUNet(**un_kw).eval()
+    with torch.no_grad():
+        for prm in old_unet.parameters():
+            prm.add_(torch.randn_like(prm) * 0.02)  # zero-initialised output layers would hide a mismatch
+    models = tmp_path / "bundle" / "models" / "paper"
+    models.mkdir(parents=True)
+    torch.save(old_ae.state_dict(), models / "autoencoder.pth")
+    torch.save(old_unet.state_dict(), models / "diffusion_model.pth")
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "inference.json"), str(CONFIGS / "upscale.json"), str(CONFIGS / "paper.json")])
+    parser.update({"bundle_root": str(tmp_path / "bundle"), "device": "cpu", "progress": False,
+                   "autoencoder_def#channels": [8, 16], "autoencoder_def#norm_num_groups": 8,
+                   "diffusion_def#channels": [16, 16, 32], "diffusion_def#num_head_channels": [0, 0, 32],
+                   "diffusion_def#norm_num_groups": 8})
+    upscaler = parser.get_parsed_content("upscaler")  # the sampler _requires_ the strict loads
+    new_ae, new_unet = parser.get_parsed_content("autoencoder"), parser.get_parsed_content("diffusion")
+    x, t, levels = torch.randn(1, 5, 8, 8, 8), torch.tensor([500]), torch.tensor([3])
+    with torch.no_grad():
+        ref = old_unet(x, timesteps=t, class_labels=levels)
+        new = new_unet(x, timesteps=t, class_labels=levels)
+        assert torch.allclose(new, ref, atol=1e-5), float((new - ref).abs().max())
+        assert not torch.allclose(new, new_unet(x, timesteps=t, class_labels=torch.tensor([300])), atol=1e-5)
+        z = torch.randn(1, 4, 8, 8, 8)
+        assert torch.allclose(new_ae.decode_stage_2_outputs(z), old_ae.decode_stage_2_outputs(z), atol=1e-5)
+    from common.sampling.settings import GenerationSettings
+
+    out = upscaler.upscale(torch.rand(1, 8, 8, 8), 0, GenerationSettings(2, 1.0, False))
+    assert out.shape == (1, 16, 16, 16) and torch.isfinite(out).all()

@@ -189,3 +189,45 @@ def test_download_pipeline_fetches_its_bundles(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "common.zoo", "download", "--pipeline", "no_such_pipeline"],
                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and bad.stderr.strip().startswith("error: pipeline") and "\n" not in bad.stderr.strip()
+
+
+def test_flair_to_hr_t1_translates_then_upscales_with_the_finer_affine(tmp_path, brain_reals, capfd):
+    """Two FLAIR crops (2 mm) -> flair2t1_controlnet -> brain_sr_cascade's upscaler: 2 mm T1 on each FLAIR's grid, then
+    the 1 mm T1 with the finer affine whose 2x2x2 block means are the 2 mm T1; provenance of both; a rerun skips."""
+    import nibabel as nib
+    import numpy as np
+
+    from common.sampling.upscale import half_spacing_affine
+
+    entries = json.loads(brain_reals.read_text())["test"][:2]
+    inputs = tmp_path / "flair"
+    inputs.mkdir()
+    for i, e in enumerate(entries):
+        src = nib.load(str(brain_reals.parent / e["flair"]))
+        crop = np.asarray(src.dataobj, dtype=np.float32)[20:60, 28:84, 30:50]
+        affine = src.affine.copy()
+        affine[:3, 3] = src.affine[:3, :3] @ np.array([20, 28, 30]) + src.affine[:3, 3]
+        nib.save(nib.Nifti1Image(crop, affine), str(inputs / f"case{i}.nii.gz"))
+    out = tmp_path / "out"
+    kw = dict(input_dir=str(inputs), output_dir=str(out), translation_steps=2, upscaling_steps=2)
+    _run("flair_to_hr_t1", **kw)
+    assert sorted(p.name for p in out.iterdir()) == ["provenance.json", "t1", "t1_1mm"]
+    for i in range(2):
+        flair = nib.load(str(inputs / f"case{i}.nii.gz"))
+        t1 = nib.load(str(out / "t1" / f"case{i}.nii.gz"))
+        high = nib.load(str(out / "t1_1mm" / f"case{i}.nii.gz"))
+        assert t1.shape == (40, 56, 20) and high.shape == (80, 112, 40)
+        np.testing.assert_allclose(t1.affine, flair.affine, atol=1e-5)
+        np.testing.assert_allclose(high.affine, half_spacing_affine(flair.affine), atol=1e-5)
+        low, up = t1.get_fdata(), high.get_fdata()
+        blocks = up.reshape(40, 2, 56, 2, 20, 2)
+        whole = ((blocks > 0) & (blocks < 1)).all(axis=(1, 3, 5))
+        assert whole.mean() > 0.5 and np.abs(blocks.mean(axis=(1, 3, 5)) - low)[whole].max() < 1e-4
+    prov = json.loads((out / "provenance.json").read_text())
+    assert [(s["name"], s["bundle"], s["status"]) for s in prov["steps"]] == [
+        ("t1", "flair2t1_controlnet", "complete"), ("t1_1mm", "brain_sr_cascade", "complete")]
+    assert prov["steps"][1]["weights_sha256"]["diffusion_model.safetensors"] == _sha(
+        REPO / "bundles/brain_sr_cascade/models/diffusion_model.safetensors")
+    capfd.readouterr()
+    _run("flair_to_hr_t1", **kw)
+    assert capfd.readouterr().out.count("up to date, skipped") == 2

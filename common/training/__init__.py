@@ -41,6 +41,7 @@ _EXPORTS = {
     "load_datalist": "data",
     "VolumeSlices": "slices",
     "init_from_network": "init",
+    "near_deterministic_posterior": "init",
     "frozen_network": "init",
     "PairPrepareBatch": "data",
     "CheckImaged": "data",

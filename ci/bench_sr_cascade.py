@@ -1,0 +1,319 @@
+"""Measure brain_sr_cascade on held-out subjects of the built-in 1 mm brain population (test split).
+
+    python ci/bench_sr_cascade.py recon  [--n 12]
+    python ci/bench_sr_cascade.py eval   [--n 12] [--steps 5] [--level 1]
+    python ci/bench_sr_cascade.py sweep  [--n 4] [--levels 0 1 50 100 200 349] [--steps 5]
+    python ci/bench_sr_cascade.py steps  [--n 4] [--sweep 2 5 10 25]
+    python ci/bench_sr_cascade.py fid    [--n 12]
+    python ci/bench_sr_cascade.py figure [--subject 0]
+    python ci/bench_sr_cascade.py pipeline [--n 12]
+
+- recon: the upscaler's autoencoder on the true 1 mm test volumes (encode, slab decode): the ceiling of the latent model.
+- eval: every test subject's 2 mm volume (its 2x2x2 block means, as the population writes it) upscaled to 1 mm four
+  ways: ours through the bundle's upscale.json run step (the user's path), ours without the consistency projection,
+  trilinear and cubic B-spline interpolation (scipy.ndimage.zoom order 1 / 3, grid_mode: voxel centres where the
+  block means put them). Against the true 1 mm volume: PSNR, MAE, 3D MS-SSIM (settings valid for 160x224x160:
+  kernel 11, 5 scales) and sharpness = mean gradient magnitude over the brain (truth > 0.05) relative to the truth's.
+- sweep: ours at several noise levels (0..349) on the first n subjects: fidelity against sharpness.
+- steps: ours at several DDIM step counts on the first n subjects, with seconds per volume.
+- fid: 2.5D FID (packaged InceptionV3, 8 slices per plane over the central half) against the held-out 1 mm volumes
+  (validation + test) of: cascade samples (inference.json, brain_ldm_3d at the held-out subjects' covariates, then
+  ours), the same 2 mm samples upscaled trilinearly, the held-out volumes' own 2 mm copies upscaled trilinearly, and
+  training volumes (the floor).
+- figure: 2 mm input, trilinear, ours, truth for one test subject (axial and coronal), to the card.
+- pipeline: pipelines/flair_to_hr_t1.json end to end (its run, in-process) on the test subjects' FLAIR at 2 mm (block
+  means of their 1 mm FLAIR): its 1 mm T1 against the true 1 mm T1 (PSNR, MAE, 3D MS-SSIM), beside the FLAIR inverted
+  and histogram-matched to the training T1 (ci/bench_flair2t1_controlnet.py's baseline) at 2 mm, then trilinear;
+  seconds per volume.
+Results go to runs/brain_sr_cascade/bench/<subcommand>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+BUNDLE = REPO / "bundles" / "brain_sr_cascade"
+OUT = REPO / "runs" / "brain_sr_cascade" / "bench"
+BRAIN = 0.05  # truth intensity above which a voxel counts as brain for sharpness
+MODELS: dict = {}  # --model-dir: weights trained elsewhere (no index check)
+
+
+def _entries(datalist: Path, split: str, n: int) -> list[dict]:
+    entries = json.loads(datalist.read_text())[split][:n]
+    return [{k: str(datalist.parent / v) if k in ("image", "image_lowres") else v for k, v in e.items()} for e in entries]
+
+
+def _load(path: str):
+    import nibabel as nib
+    import numpy as np
+
+    return np.asarray(nib.load(path).dataobj, dtype=np.float32)
+
+
+def _parser(configs: tuple[str, ...] = ("inference.json",), **overrides):
+    from monai.bundle import ConfigParser
+
+    p = ConfigParser()
+    p.read_config([str(BUNDLE / "configs" / c) for c in configs])
+    p.read_meta(str(BUNDLE / "configs" / "metadata.json"))
+    p.update({"bundle_root": str(BUNDLE), "device": "cpu", "progress": False, **MODELS, **overrides})
+    return p
+
+
+def upscale_ours(entries: list[dict], out_dir: Path, **overrides) -> tuple[list, float]:
+    """Our upscaling through the bundle's upscale.json run step (inputs linked into one folder); seconds per volume."""
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs = Path(tmp) / "in"
+        inputs.mkdir()
+        for e in entries:
+            (inputs / Path(e["image_lowres"]).name).symlink_to(e["image_lowres"])
+        p = _parser(("inference.json", "upscale.json"), input_dir=str(inputs), output_dir=str(out_dir), **overrides)
+        start = time.perf_counter()
+        p.get_parsed_content("run")
+        seconds = (time.perf_counter() - start) / len(entries)
+    return [_load(str(out_dir / Path(e["image_lowres"]).name)) for e in entries], seconds
+
+
+def interpolate(low, order: int):
+    """scipy B-spline interpolation to the 2x grid, voxel centres as the block means put them, clipped to [0, 1]."""
+    import numpy as np
+    from scipy.ndimage import zoom
+
+    return np.clip(zoom(low, 2, order=order, grid_mode=True, mode="nearest"), 0.0, 1.0).astype(np.float32)
+
+
+def sharpness(volume, truth) -> float:
+    """Mean gradient magnitude over the brain, relative to the truth's (1 = as sharp as the truth)."""
+    import numpy as np
+
+    def grad(v):
+        return np.sqrt(sum(g ** 2 for g in np.gradient(v.astype(np.float64))))
+
+    brain = truth > BRAIN
+    return float(grad(volume)[brain].mean() / grad(truth)[brain].mean())
+
+
+def _metrics(preds: list, truths: list) -> dict:
+    import numpy as np
+    import torch
+
+    from common.evaluation.metrics import _ms_ssim_values, ms_ssim_settings
+
+    settings = ms_ssim_settings(truths[0].shape)
+    rows = {"psnr": [], "mae": [], "ms_ssim": [], "sharpness": []}
+    for pred, truth in zip(preds, truths):
+        mse = float(np.mean((pred.astype(np.float64) - truth) ** 2))
+        rows["psnr"].append(10 * np.log10(1.0 / mse))
+        rows["mae"].append(float(np.mean(np.abs(pred - truth))))
+        rows["ms_ssim"].append(float(_ms_ssim_values(torch.from_numpy(truth)[None, None], torch.from_numpy(pred)[None, None],
+                                                     1.0, settings)[0]))
+        rows["sharpness"].append(sharpness(pred, truth))
+    out = {k: {"mean": round(float(np.mean(v)), 4), "sd": round(float(np.std(v)), 4)} for k, v in rows.items()}
+    out["ms_ssim_settings"] = {k: settings[k] for k in ("kernel_size", "scales")}
+    return out
+
+
+def cmd_recon(args) -> dict:
+    """The autoencoder alone on the true 1 mm volumes (posterior mean, slab decode)."""
+    import torch
+
+    from common.sampling.decode import decode_latents
+
+    test = _entries(args.datalist, "test", args.n)
+    p = _parser()
+    p.get_parsed_content("load_autoencoder")
+    ae = p.get_parsed_content("autoencoder")
+    truths, recons = [], []
+    with torch.inference_mode():
+        for e in test:
+            truth = _load(e["image"])
+            z, _ = ae.encode(torch.from_numpy(truth)[None, None])
+            recons.append(decode_latents(ae, z, "slab")[0, 0].clamp(0, 1).numpy())
+            truths.append(truth)
+    return {"subjects": len(test), "autoencoder": _metrics(recons, truths)}
+
+
+def cmd_eval(args) -> dict:
+    test = _entries(args.datalist, "test", args.n)
+    truths = [_load(e["image"]) for e in test]
+    lows = [_load(e["image_lowres"]) for e in test]
+    report: dict = {"subjects": len(test), "steps": args.steps, "noise_level": args.level}
+    with tempfile.TemporaryDirectory() as tmp:
+        ours, sec = upscale_ours(test, Path(tmp) / "a", num_inference_steps=args.steps, noise_level=args.level)
+        raw, _ = upscale_ours(test, Path(tmp) / "b", num_inference_steps=args.steps, noise_level=args.level,
+                              consistency=False)
+    rows = {"ours": ours, "ours_without_consistency": raw, "trilinear": [interpolate(v, 1) for v in lows],
+            "cubic_bspline": [interpolate(v, 3) for v in lows]}
+    for name, preds in rows.items():
+        report[name] = _metrics(preds, truths)
+        print(name, json.dumps(report[name]), flush=True)
+    report["ours"]["seconds_per_volume_in_process"] = round(sec, 1)
+    report["psnr_gain_over_trilinear_db"] = round(report["ours"]["psnr"]["mean"] - report["trilinear"]["psnr"]["mean"], 2)
+    return report
+
+
+def cmd_sweep(args) -> dict:
+    """Fidelity against sharpness over the noise level put on the input."""
+    test = _entries(args.datalist, "test", args.n)
+    truths = [_load(e["image"]) for e in test]
+    rows = []
+    for level in args.levels:
+        for consistency in (True, False):
+            with tempfile.TemporaryDirectory() as tmp:
+                preds, sec = upscale_ours(test, Path(tmp) / "o", num_inference_steps=args.steps, noise_level=level,
+                                          consistency=consistency)
+            row = {"noise_level": level, "consistency": consistency, **_metrics(preds, truths)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return {"subjects": len(test), "steps": args.steps, "rows": rows}
+
+
+def cmd_steps(args) -> dict:
+    test = _entries(args.datalist, "test", args.n)
+    truths = [_load(e["image"]) for e in test]
+    rows = []
+    for steps in args.sweep:
+        with tempfile.TemporaryDirectory() as tmp:
+            preds, sec = upscale_ours(test, Path(tmp) / "o", num_inference_steps=steps, noise_level=args.level)
+        row = {"steps": steps, "seconds_per_volume_in_process": round(sec, 1), **_metrics(preds, truths)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return {"subjects": len(test), "noise_level": args.level, "rows": rows}
+
+
+def _features(volumes: list):
+    import numpy as np
+    import torch
+
+    from common.evaluation import extract_features
+
+    return extract_features(torch.from_numpy(np.stack(volumes)[:, None]), method="2.5d", progress=False)
+
+
+def cmd_fid(args) -> dict:
+    """2.5D FID against the held-out 1 mm volumes (validation + test)."""
+    from common.evaluation import fid
+
+    held = _entries(args.datalist, "validation", args.n) + _entries(args.datalist, "test", args.n)
+    train = _entries(args.datalist, "training", len(held))
+    real = _features([_load(e["image"]) for e in held])
+    samples, lows = [], []
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, e in enumerate(held):
+            out = Path(tmp) / f"s{i}"
+            covariates = {k: float(e[k]) for k in ("gender", "age", "ventricular_vol", "brain_vol")}
+            _parser(output_dir=str(out), seed=i, save_lowres=True, **covariates).get_parsed_content("run")
+            name = sorted(out.glob("*.nii.gz"))[0].name
+            samples.append(_load(str(out / name)))
+            lows.append(_load(str(out / "lowres" / name)))
+    seconds = (time.perf_counter() - start) / len(held)
+    report = {
+        "real_volumes": len(held), "samples": len(samples), "cascade_seconds_per_sample_in_process": round(seconds, 1),
+        "fid_cascade_samples": fid(real, _features(samples)),
+        "fid_brain_ldm_3d_samples_trilinear": fid(real, _features([interpolate(v, 1) for v in lows])),
+        "fid_heldout_2mm_trilinear": fid(real, _features([interpolate(_load(e["image_lowres"]), 1) for e in held])),
+        "fid_training_volumes_floor": fid(real, _features([_load(e["image"]) for e in train])),
+    }
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in report.items()}
+
+
+def cmd_figure(args) -> dict:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    test = _entries(args.datalist, "test", args.subject + 1)[args.subject:]
+    low = _load(test[0]["image_lowres"])
+    with tempfile.TemporaryDirectory() as tmp:
+        ours, _ = upscale_ours(test, Path(tmp) / "out", num_inference_steps=args.steps, noise_level=args.level)
+    columns = {"2 mm input": np.repeat(np.repeat(np.repeat(low, 2, 0), 2, 1), 2, 2), "trilinear": interpolate(low, 1),
+               "ours (LDM upscaler)": ours[0], "true 1 mm": _load(test[0]["image"])}
+    crop = (slice(30, 130), slice(60, 180))  # a zoom on the ventricles and cortex
+    fig, axes = plt.subplots(2, len(columns), figsize=(2.6 * len(columns), 5.6))
+    for j, (title, vol) in enumerate(columns.items()):
+        axes[0, j].imshow(np.rot90(vol[:, :, 90][crop]), cmap="gray", vmin=0, vmax=1)
+        axes[1, j].imshow(np.rot90(vol[crop[0], 112, 40:140]), cmap="gray", vmin=0, vmax=1)
+        axes[0, j].set_title(title, fontsize=9)
+        for ax in axes[:, j]:
+            ax.axis("off")
+    fig.suptitle(f"{Path(test[0]['image']).name.split('_')[0]} (held out): axial slice 90 and coronal slice 112 "
+                 "(1 mm grid, zoomed)", fontsize=9)
+    fig.tight_layout()
+    path = BUNDLE / "docs" / "upscaling.png"
+    path.parent.mkdir(exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return {"figure": str(path.relative_to(REPO))}
+
+
+def cmd_pipeline(args) -> dict:
+    import nibabel as nib
+    import numpy as np
+    from monai.bundle import run
+
+    sys.path.insert(0, str(REPO / "ci"))
+    from bench_flair2t1_controlnet import translate_histogram
+
+    from common.data.brain import downsample2
+    from common.io.writers import write_nifti
+
+    test = _entries(args.datalist, "test", args.n)
+    train = _entries(args.datalist, "training", 12)
+    truths = [_load(e["image"]) for e in test]
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs, out = Path(tmp) / "flair", Path(tmp) / "out"
+        inputs.mkdir()
+        flairs = []
+        for e in test:
+            src = nib.load(str(Path(e["image"]).parent / e["flair"]))
+            low, affine = downsample2(np.asarray(src.dataobj, dtype=np.float32), src.affine)
+            path = inputs / f"{e['subject']}_flair_2mm.nii.gz"
+            write_nifti(low, path, affine)
+            flairs.append({"flair": str(path)})
+        start = time.perf_counter()
+        run(config_file=str(REPO / "pipelines" / "flair_to_hr_t1.json"), logging_file=None, input_dir=str(inputs),
+            output_dir=str(out), bundle_dirs=[str(REPO / "bundles")])
+        seconds = (time.perf_counter() - start) / len(test)
+        ours = [_load(str(out / "t1_1mm" / Path(f["flair"]).name)) for f in flairs]
+    baseline = [interpolate(v, 1) for v in translate_histogram(flairs, train)]
+    report = {"subjects": len(test), "seconds_per_volume_end_to_end": round(seconds, 1),
+              "flair_to_hr_t1": _metrics(ours, truths),
+              "flair_inverted_histogram_matched_trilinear": _metrics(baseline, truths)}
+    return report
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("command", choices=["recon", "eval", "sweep", "steps", "fid", "figure", "pipeline"])
+    ap.add_argument("--datalist", type=Path, default=REPO / "data" / "brain_3d_1mm" / "datalist.json")
+    ap.add_argument("--n", type=int, default=12)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--level", type=int, default=1)
+    ap.add_argument("--levels", type=int, nargs="+", default=[0, 1, 50, 100, 200, 349])
+    ap.add_argument("--sweep", type=int, nargs="+", default=[2, 5, 10, 25])
+    ap.add_argument("--subject", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--model-dir", default=None, help="weights trained elsewhere (default: the shipped ones)")
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if args.model_dir:
+        MODELS.update(model_dir=args.model_dir, check_weights=False)
+    result = globals()[f"cmd_{args.command}"](args)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"{args.command}.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
