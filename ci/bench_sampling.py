@@ -115,6 +115,23 @@ def published_brain(seed: int = 0):
     return ae, unet
 
 
+def published_ddim():
+    """MONAI's DDIM with the published brain LDM's training schedule (the reference's scheduler)."""
+    from monai.networks.schedulers import DDIMScheduler
+
+    return DDIMScheduler(num_train_timesteps=1000, schedule="scaled_linear_beta", beta_start=0.0015,
+                         beta_end=0.0205, clip_sample=False)
+
+
+def published_condition():
+    """(condition, null condition) of one covariate setting (male, mid age, mid volumes) for the published UNet."""
+    from common.conditioning.base import Condition
+
+    cov = torch.tensor([[1.0, 0.5, 0.5, 0.5]])
+    return (Condition(context=cov[:, None, :], vector=cov),
+            Condition(context=torch.full_like(cov[:, None, :], -1.0), vector=torch.full_like(cov, -1.0)))
+
+
 class CondUNet(nn.Module):
     """The UNet as MONAI's inferer calls it, with our Condition applied inside (concat channels + context);
     with guidance the inferer stacks [unconditional; conditional], so the null condition goes first."""
@@ -166,9 +183,6 @@ def _report(rows: list[dict], ref_key: str = "reference") -> None:
 
 # ----------------------------------------------------------------------------- brain
 def bench_brain(args) -> int:
-    from monai.networks.schedulers import DDIMScheduler
-
-    from common.conditioning.base import Condition
     from common.sampling import GenerationSettings, LatentDiffusionSampler
 
     size = tuple(args.size)
@@ -177,14 +191,9 @@ def bench_brain(args) -> int:
     latent_shape = (3, *[s // 8 for s in size])
     ae, unet = published_brain(args.seed)
     noise = torch.randn((1, *latent_shape), generator=torch.Generator().manual_seed(args.seed))
-    cov = torch.tensor([[1.0, 0.5, 0.5, 0.5]])
-    cond = Condition(context=cov[:, None, :], vector=cov)
-    null = Condition(context=torch.full_like(cov[:, None, :], -1.0), vector=torch.full_like(cov, -1.0))
+    cond, null = published_condition()
     scale = args.scale_factor
-
-    def ddim():
-        return DDIMScheduler(num_train_timesteps=1000, schedule="scaled_linear_beta", beta_start=0.0015,
-                             beta_end=0.0205, clip_sample=False)
+    ddim = published_ddim
 
     print(f"published brain_ldm_3d architecture, image {size}, latent {latent_shape}, threads "
           f"{torch.get_num_threads()}, reference DDIM {args.steps} steps, guidance {args.guidance}", flush=True)
@@ -242,7 +251,6 @@ def bench_brain(args) -> int:
 def bench_cascade(args) -> int:
     """The cascade end to end against the single-stage published brain LDM at the same 1 mm size."""
     from monai.bundle import ConfigParser
-    from monai.networks.schedulers import DDIMScheduler
 
     bundle = REPO / "bundles" / "brain_sr_cascade"
     rows = []
@@ -257,13 +265,8 @@ def bench_cascade(args) -> int:
     def reference():
         ae, unet = published_brain(args.seed)
         noise = torch.randn((1, 3, 20, 28, 20), generator=torch.Generator().manual_seed(args.seed))
-        from common.conditioning.base import Condition
-
-        cov = torch.tensor([[1.0, 0.5, 0.5, 0.5]])
-        sched = DDIMScheduler(num_train_timesteps=1000, schedule="scaled_linear_beta", beta_start=0.0015,
-                              beta_end=0.0205, clip_sample=False)
-        return reference_sample(ae, unet, sched, 1.0, noise, args.steps, 1.0, Condition(context=cov[:, None, :], vector=cov),
-                                None)
+        cond, _ = published_condition()
+        return reference_sample(ae, unet, published_ddim(), 1.0, noise, args.steps, 1.0, cond, None)
 
     print(f"cascade (shipped weights) vs single-stage published brain LDM at 160x224x160, DDIM {args.steps}, "
           f"threads {torch.get_num_threads()}", flush=True)

@@ -159,32 +159,28 @@ def cmd_eval(args) -> dict:
     return report
 
 
-def cmd_sweep(args) -> dict:
-    """Fidelity against sharpness over the noise level put on the input."""
+def _sweep_rows(args, name: str, values: list, **fixed) -> dict:
+    """Ours on the first n test subjects once per value of the setting ``name`` (the other settings ``fixed``)."""
     test = _entries(args.datalist, "test", args.n)
     truths = [_load(e["image"]) for e in test]
     rows = []
-    for level in args.levels:
+    for value in values:
         with tempfile.TemporaryDirectory() as tmp:
-            preds, _ = upscale_ours(test, Path(tmp) / "o", num_inference_steps=args.steps, noise_level=level,
-                                    consistency=args.consistency)
-        row = {"noise_level": level, **_metrics(preds, truths)}
+            preds, sec = upscale_ours(test, Path(tmp) / "o", **{name: value, **fixed})
+        row = {name: value, "seconds_per_volume_in_process": round(sec, 1), **_metrics(preds, truths)}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    return {"subjects": len(test), "steps": args.steps, "consistency": args.consistency, "rows": rows}
+    return {"subjects": len(test), **fixed, "rows": rows}
+
+
+def cmd_sweep(args) -> dict:
+    """Fidelity against sharpness over the noise level put on the input."""
+    return _sweep_rows(args, "noise_level", args.levels, num_inference_steps=args.steps, consistency=args.consistency)
 
 
 def cmd_steps(args) -> dict:
-    test = _entries(args.datalist, "test", args.n)
-    truths = [_load(e["image"]) for e in test]
-    rows = []
-    for steps in args.sweep:
-        with tempfile.TemporaryDirectory() as tmp:
-            preds, sec = upscale_ours(test, Path(tmp) / "o", num_inference_steps=steps, noise_level=args.level)
-        row = {"steps": steps, "seconds_per_volume_in_process": round(sec, 1), **_metrics(preds, truths)}
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    return {"subjects": len(test), "noise_level": args.level, "rows": rows}
+    """Fidelity and time over the DDIM step count."""
+    return _sweep_rows(args, "num_inference_steps", args.sweep, noise_level=args.level)
 
 
 def _features(volumes: list):

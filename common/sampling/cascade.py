@@ -40,7 +40,6 @@ class BundleSampler:
         self.parser.read_config(str(root / "configs" / "inference.json"))
         self.parser.read_meta(str(meta))
         self.parser.update({"bundle_root": str(root), **dict(overrides or {})})
-        self.name = str(self.parser.get("_meta_#name", root.name))
         self._sampler: Any = None
 
     def item(self, name: str) -> Any:
@@ -103,6 +102,7 @@ def run_cascade(
     keep_lowres = check_bool("save_lowres", save_lowres)
     level = None if noise_level is None else upscaler.conditioner.check_level(noise_level)
     affine = torch.as_tensor(lowres.item("affine"), dtype=torch.float64).numpy()
+    fine_affine = half_spacing_affine(affine)
     prefix = str(lowres.item("run#prefix"))
     names = [sample_filename(prefix, run.seed, i, "nifti") for i in range(run.num_samples)]
     with staged_folder(output_dir, ".tmp-cascade-") as (out_dir, tmp_dir):
@@ -112,7 +112,7 @@ def run_cascade(
         for lo, hi in contiguous_batches(range(run.num_samples), run.batch_size):
             for i, low in zip(range(lo, hi), lowres.sample(lo, hi, run.seed)):
                 high = upscaler.upscale(low, sample_seed(run.seed, i, stream=3), settings, noise_level=level)
-                write_nifti(high, tmp_dir / names[i], half_spacing_affine(affine))
+                write_nifti(high, tmp_dir / names[i], fine_affine)
                 if keep_lowres:
                     write_nifti(low, tmp_dir / "lowres" / names[i], affine)
                 bar.update(1)

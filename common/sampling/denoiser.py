@@ -54,10 +54,11 @@ def check_class_embedding(network: nn.Module, condition: Condition) -> None:
             "ignore the class labels / noise level: set num_class_embeds in the network definition"
         )
     labels = condition.class_labels
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= int(size)):
+    outside = labels[(labels < 0) | (labels >= int(size))]
+    if outside.numel():
         raise ConditionError(
-            f"class label / noise level {int(labels.max()) if int(labels.max()) >= int(size) else int(labels.min())} "
-            f"is outside the UNet's class embedding [0, {int(size) - 1}]: raise num_class_embeds or lower the level"
+            f"class label / noise level {int(outside[0])} is outside the UNet's class embedding [0, {int(size) - 1}]: "
+            "raise num_class_embeds or lower the level"
         )
 
 

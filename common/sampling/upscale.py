@@ -136,12 +136,12 @@ def run_upscaling(
         if peak > 1.5 * top:
             raise InputError(f"{path}: intensities up to {peak:g}, but this model reads [0, {top:g}] (brain_ldm_3d's "
                              "output range): rescale the volume or pass --intensity_max")
+        codes = "".join(nib.aff2axcodes(data[key].affine.numpy()))  # the input's orientation, to write it back in
         for transform in to_grid:
             data = transform(data)
         scaled = (data[key].as_tensor().float() / top).clamp(0.0, 1.0)  # a plain tensor: the grid is re-made below
         high = upscaler.upscale(scaled, sample_seed(run.seed, index), settings, noise_level=level) * top
         fine = MetaTensor(high, affine=torch.as_tensor(half_spacing_affine(data[key].affine)))
-        codes = "".join(nib.aff2axcodes(nib.load(str(path)).affine))
         back = Orientation(axcodes=codes, labels=(("L", "R"), ("P", "A"), ("I", "S")))(fine)
         return back, back.affine.numpy()
 
