@@ -2,6 +2,7 @@
 
     python ci/bench_sr_cascade.py recon  [--n 12]
     python ci/bench_sr_cascade.py eval   [--n 12] [--steps 5] [--level 1]
+    python ci/bench_sr_cascade.py baselines [--n 12]
     python ci/bench_sr_cascade.py sweep  [--n 4] [--levels 0 1 50 100 200 349] [--steps 5] [--consistency false]
     python ci/bench_sr_cascade.py steps  [--n 4] [--sweep 2 5 10 25]
     python ci/bench_sr_cascade.py fid    [--n 12]
@@ -9,10 +10,11 @@
     python ci/bench_sr_cascade.py pipeline [--n 12]
 
 - recon: the upscaler's autoencoder on the true 1 mm test volumes (encode, slab decode): the ceiling of the latent model.
-- eval: every test subject's 2 mm volume (its 2x2x2 block means, as the population writes it) upscaled to 1 mm four
+- eval: every test subject's 2 mm volume (its 2x2x2 block means, as the population writes it) upscaled to 1 mm six
   ways: ours through the bundle's upscale.json run step (the user's path), ours without the consistency projection,
   trilinear and cubic B-spline interpolation (scipy.ndimage.zoom order 1 / 3, grid_mode: voxel centres where the
-  block means put them). Against the true 1 mm volume: PSNR, MAE, 3D MS-SSIM (settings valid for 160x224x160:
+  block means put them), each also followed by the bundle's consistency projection (no model: what the projection
+  alone gives; `baselines` computes only these rows). Against the true 1 mm volume: PSNR, MAE, 3D MS-SSIM (settings valid for 160x224x160:
   kernel 9, 5 scales, as common.evaluation.metrics.ms_ssim_settings picks) and sharpness = mean gradient magnitude over the brain (truth > 0.05) relative to the truth's.
 - sweep: ours at several noise levels (0..349) on the first n subjects: fidelity against sharpness.
 - steps: ours at several DDIM step counts on the first n subjects, with seconds per volume.
@@ -81,12 +83,14 @@ def upscale_ours(entries: list[dict], out_dir: Path, **overrides) -> tuple[list,
     return [_load(str(out_dir / Path(e["image_lowres"]).name)) for e in entries], seconds
 
 
-def interpolate(low, order: int):
-    """scipy B-spline interpolation to the 2x grid, voxel centres as the block means put them, clipped to [0, 1]."""
-    import numpy as np
-    from scipy.ndimage import zoom
+def interpolate(low, base: str):
+    """The bundle's own B-spline interpolation to the 2x grid (common.sampling.upscale.interpolate_up, the base our
+    residual upscaler adds its detail to), as numpy."""
+    import torch
 
-    return np.clip(zoom(low, 2, order=order, grid_mode=True, mode="nearest"), 0.0, 1.0).astype(np.float32)
+    from common.sampling.upscale import interpolate_up
+
+    return interpolate_up(torch.from_numpy(low), base).numpy()
 
 
 def sharpness(volume, truth) -> float:
@@ -121,23 +125,55 @@ def _metrics(preds: list, truths: list) -> dict:
 
 
 def cmd_recon(args) -> dict:
-    """The autoencoder alone on the true 1 mm volumes (posterior mean, slab decode)."""
+    """The autoencoder alone on the true 1 mm volumes (posterior mean, slab decode): of their residual over the
+    interpolation of their 2 mm copy when the bundle is residual (then plus that interpolation)."""
     import torch
 
     from common.sampling.decode import decode_latents
+    from common.sampling.upscale import interpolate_up, interpolation_residual
 
     test = _entries(args.datalist, "test", args.n)
     p = _parser()
     p.get_parsed_content("load_autoencoder")
     ae = p.get_parsed_content("autoencoder")
+    base, scale = p.get_parsed_content("residual_base"), float(p.get_parsed_content("residual_scale"))
     truths, recons = [], []
     with torch.inference_mode():
         for e in test:
-            truth = _load(e["image"])
-            z, _ = ae.encode(torch.from_numpy(truth)[None, None])
-            recons.append(decode_latents(ae, z, "slab")[0, 0].clamp(0, 1).numpy())
-            truths.append(truth)
+            truth = torch.from_numpy(_load(e["image"]))
+            low = torch.from_numpy(_load(e["image_lowres"]))
+            target = truth if base is None else interpolation_residual(truth, low, base, scale)
+            z, _ = ae.encode(target[None, None])
+            recon = decode_latents(ae, z, "slab")[0, 0]
+            if base is not None:
+                recon = interpolate_up(low, base) + recon / scale
+            recons.append(recon.clamp(0, 1).numpy())
+            truths.append(truth.numpy())
     return {"subjects": len(test), "autoencoder": _metrics(recons, truths)}
+
+
+def _interpolation_rows(lows: list) -> dict:
+    """The baselines without a model: trilinear and cubic B-spline, each also with the bundle's consistency
+    projection (what the projection alone adds; ours = cubic + the model's detail + the projection)."""
+    import torch
+
+    from common.sampling.upscale import project_consistent
+
+    rows = {}
+    for name, base in (("trilinear", "trilinear"), ("cubic_bspline", "cubic")):
+        ups = [interpolate(v, base) for v in lows]
+        rows[name] = ups
+        rows[f"{name}_projected"] = [project_consistent(torch.from_numpy(u)[None, None], torch.from_numpy(v)[None, None])
+                                     [0, 0].clamp(0, 1).numpy() for u, v in zip(ups, lows)]
+    return rows
+
+
+def cmd_baselines(args) -> dict:
+    """The interpolation baselines alone (eval computes the same rows beside ours)."""
+    test = _entries(args.datalist, "test", args.n)
+    truths = [_load(e["image"]) for e in test]
+    rows = _interpolation_rows([_load(e["image_lowres"]) for e in test])
+    return {"subjects": len(test), **{name: _metrics(preds, truths) for name, preds in rows.items()}}
 
 
 def cmd_eval(args) -> dict:
@@ -149,13 +185,13 @@ def cmd_eval(args) -> dict:
         ours, sec = upscale_ours(test, Path(tmp) / "a", num_inference_steps=args.steps, noise_level=args.level)
         raw, _ = upscale_ours(test, Path(tmp) / "b", num_inference_steps=args.steps, noise_level=args.level,
                               consistency=False)
-    rows = {"ours": ours, "ours_without_consistency": raw, "trilinear": [interpolate(v, 1) for v in lows],
-            "cubic_bspline": [interpolate(v, 3) for v in lows]}
+    rows = {"ours": ours, "ours_without_consistency": raw, **_interpolation_rows(lows)}
     for name, preds in rows.items():
         report[name] = _metrics(preds, truths)
         print(name, json.dumps(report[name]), flush=True)
     report["ours"]["seconds_per_volume_in_process"] = round(sec, 1)
-    report["psnr_gain_over_trilinear_db"] = round(report["ours"]["psnr"]["mean"] - report["trilinear"]["psnr"]["mean"], 2)
+    for base in ("trilinear", "cubic_bspline", "cubic_bspline_projected"):
+        report[f"psnr_gain_over_{base}_db"] = round(report["ours"]["psnr"]["mean"] - report[base]["psnr"]["mean"], 2)
     return report
 
 
@@ -213,8 +249,8 @@ def cmd_fid(args) -> dict:
     report = {
         "real_volumes": len(held), "samples": len(samples), "cascade_seconds_per_sample_in_process": round(seconds, 1),
         "fid_cascade_samples": fid(real, _features(samples)),
-        "fid_brain_ldm_3d_samples_trilinear": fid(real, _features([interpolate(v, 1) for v in lows])),
-        "fid_heldout_2mm_trilinear": fid(real, _features([interpolate(_load(e["image_lowres"]), 1) for e in held])),
+        "fid_brain_ldm_3d_samples_trilinear": fid(real, _features([interpolate(v, "trilinear") for v in lows])),
+        "fid_heldout_2mm_trilinear": fid(real, _features([interpolate(_load(e["image_lowres"]), "trilinear") for e in held])),
         "fid_training_volumes_floor": fid(real, _features([_load(e["image"]) for e in train])),
     }
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in report.items()}
@@ -231,8 +267,8 @@ def cmd_figure(args) -> dict:
     low = _load(test[0]["image_lowres"])
     with tempfile.TemporaryDirectory() as tmp:
         ours, _ = upscale_ours(test, Path(tmp) / "out", num_inference_steps=args.steps, noise_level=args.level)
-    columns = {"2 mm input": np.repeat(np.repeat(np.repeat(low, 2, 0), 2, 1), 2, 2), "trilinear": interpolate(low, 1),
-               "ours (LDM upscaler)": ours[0], "true 1 mm": _load(test[0]["image"])}
+    columns = {"2 mm input": np.repeat(np.repeat(np.repeat(low, 2, 0), 2, 1), 2, 2), "trilinear": interpolate(low, "trilinear"),
+               "cubic B-spline": interpolate(low, "cubic"), "ours (LDM upscaler)": ours[0], "true 1 mm": _load(test[0]["image"])}
     crop = (slice(30, 130), slice(60, 180))  # a zoom on the ventricles and cortex
     fig, axes = plt.subplots(2, len(columns), figsize=(2.6 * len(columns), 5.6))
     for j, (title, vol) in enumerate(columns.items()):
@@ -279,7 +315,7 @@ def cmd_pipeline(args) -> dict:
             output_dir=str(out), bundle_dirs=[str(REPO / "bundles")])
         seconds = (time.perf_counter() - start) / len(test)
         ours = [_load(str(out / "t1_1mm" / Path(f["flair"]).name)) for f in flairs]
-        baseline = [interpolate(v, 1) for v in translate_histogram(flairs, train)]
+        baseline = [interpolate(v, "trilinear") for v in translate_histogram(flairs, train)]
     report = {"subjects": len(test), "seconds_per_volume_end_to_end": round(seconds, 1),
               "flair_to_hr_t1": _metrics(ours, truths),
               "flair_inverted_histogram_matched_trilinear": _metrics(baseline, truths)}
@@ -288,7 +324,7 @@ def cmd_pipeline(args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("command", choices=["recon", "eval", "sweep", "steps", "fid", "figure", "pipeline"])
+    ap.add_argument("command", choices=["recon", "eval", "baselines", "sweep", "steps", "fid", "figure", "pipeline"])
     ap.add_argument("--datalist", type=Path, default=REPO / "data" / "brain_3d_1mm" / "datalist.json")
     ap.add_argument("--n", type=int, default=12)
     ap.add_argument("--steps", type=int, default=5)

@@ -92,6 +92,20 @@ def test_bundle_verifies():
     assert failures == [], "\n".join(map(str, failures))
 
 
+def test_the_unet_middle_attention_is_memory_efficient():
+    """MONAI's DiffusionModelUNet always puts self-attention in its middle block; on the 20x28x20 middle of an
+    80x112x80 latent the plain attention matrices took 8.4 GB in one forward (measured), torch's fused attention
+    1.3 GB with the same outputs (max |diff| 9e-7): the shipped and paper UNets use the fused one."""
+    from monai.bundle import ConfigParser
+
+    for overlay in ([], [str(CONFIGS / "paper.json")]):
+        p = ConfigParser()
+        p.read_config([str(CONFIGS / "inference.json"), *overlay])
+        p.update({"bundle_root": str(BUNDLE), "diffusion_def#channels": [16, 16, 32],
+                  "diffusion_def#num_head_channels": [0, 0, 32] if overlay else 8, "diffusion_def#norm_num_groups": 8})
+        assert p.get_parsed_content("diffusion_def").middle_block.attention.attn.use_flash_attention is True
+
+
 def test_tiny_training_exports_both_stages_with_the_noise_levels(tiny):
     from common.weights import read_metadata
 
@@ -141,6 +155,56 @@ def test_upscaling_keeps_name_and_orientation_halves_spacing_same_seed_same_byte
     assert b[0].read_bytes() == a[0].read_bytes()
     c = _upscale(tiny, tmp_path / "c", input_image=tiny_in, seed=4)
     assert np.abs(nib.load(str(c[0])).get_fdata() - up).max() > 1e-4
+
+
+def test_the_residual_is_what_cubic_interpolation_misses_and_adds_back_exactly(population):
+    """Training's residual (InterpolationResiduald) plus the interpolation the upscaler adds it to is the image again;
+    cubic B-spline misses less than trilinear; a constant interpolates to itself; base None leaves the image."""
+    from common.sampling.upscale import interpolate_up
+    from common.training import InterpolationResiduald
+
+    high, low = (torch.from_numpy(np.asarray(nib.load(str(p)).dataobj, dtype=np.float32))[None] for p in _pair(population))
+    out = InterpolationResiduald(base="cubic", scale=10.0)({"image": high, "image_lowres": low})
+    base = interpolate_up(low, "cubic")
+    assert base.shape == high.shape and out["image_lowres"] is low
+    torch.testing.assert_close(base + out["image"] / 10.0, high, atol=1e-5, rtol=0)
+    cubic_miss = (out["image"] / 10.0).abs().mean()
+    assert 0 < cubic_miss < 0.8 * (high - interpolate_up(low, "trilinear")).abs().mean()
+    torch.testing.assert_close(interpolate_up(torch.full((1, 4, 5, 6), 0.3), "cubic"), torch.full((1, 8, 10, 12), 0.3))
+    same = {"image": high, "image_lowres": low}
+    assert InterpolationResiduald(base=None)(same)["image"] is high
+    with pytest.raises(ValueError, match="residual base 'lanczos' is not one of"):
+        InterpolationResiduald(base="lanczos")
+
+
+def test_cache_dataset_caches_every_deterministic_training_transform():
+    """CacheDataset caches up to the first transform that is random or not a MONAI ``Transform``: the checks and the
+    residual are ``Transform`` subclasses, so only the crop runs per item (the cubic interpolation alone takes 3 s
+    per 1 mm volume; as plain classes they ran on every item of every epoch, 10 s per iteration, measured)."""
+    from monai.bundle import ConfigParser
+    from monai.transforms import Compose, RandomizableTrait, Transform
+
+    p = ConfigParser()
+    p.read_config([str(CONFIGS / "inference.json"), str(CONFIGS / "train.json")])
+    p.update({"bundle_root": str(BUNDLE)})
+    load = p.get_parsed_content("load_transforms")
+    chain = Compose(p.get_parsed_content("autoencoder_train#dataset#transform").transforms)
+    assert chain.get_index_of_first(lambda t: isinstance(t, RandomizableTrait) or not isinstance(t, Transform)) == len(load)
+    assert type(load[-1]).__name__ == "InterpolationResiduald"
+
+
+def test_a_residual_upscaler_adds_its_detail_to_the_interpolation(tiny, population, tmp_path):
+    """With the decoded residual divided away (residual_scale 1e6) the upscaler's output is the cubic interpolation
+    of its input: the base is added where training took it off."""
+    from common.sampling.upscale import interpolate_up
+
+    _, low = _pair(population)
+    data = np.asarray(nib.load(str(low)).dataobj, dtype=np.float32)[8:24, 16:32, 12:28]
+    crop = _write(tmp_path / "in" / "c.nii.gz", data, np.diag([2.0, 2.0, 2.0, 1.0]))
+    out = nib.load(str(_upscale(tiny, tmp_path / "o", input_image=crop, consistency=False, residual_scale=1e6)[0]))
+    np.testing.assert_allclose(out.get_fdata(), interpolate_up(torch.from_numpy(data), "cubic").numpy(), atol=1e-4)
+    ours = nib.load(str(_upscale(tiny, tmp_path / "r", input_image=crop, consistency=False)[0])).get_fdata()
+    assert np.abs(ours - out.get_fdata()).max() > 1e-3  # at the trained scale the decoded detail is there
 
 
 def test_the_noise_level_reaches_the_unet(tiny, population, tmp_path):
@@ -194,6 +258,7 @@ def test_a_unet_without_class_embeddings_is_refused_in_training_and_sampling(pop
     ("nothing", "give exactly one of --input_image"),
     ("into_inputs", "holds the inputs and outputs take their names"),
     ("steps", "num_inference_steps must be an integer, got 2.5"),
+    ("base", "residual base 'lanczos' is not one of ['cubic', 'trilinear']"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tiny, tmp_path, case, message):
     good = _write(tmp_path / "in" / "good.nii.gz", np.random.default_rng(0).random((8, 8, 8)))
@@ -217,6 +282,8 @@ def test_bad_input_is_one_line_and_writes_nothing(tiny, tmp_path, case, message)
         out = tmp_path / "in"
     elif case == "steps":
         kw["num_inference_steps"] = 2.5
+    elif case == "base":
+        kw["residual_base"] = "lanczos"
     before = sorted(p.name for p in out.rglob("*")) if out.exists() else []
     with pytest.raises(Exception) as err:
         _upscale(tiny, out, **kw)
@@ -264,16 +331,15 @@ def test_a_missing_lowres_bundle_names_the_download(tiny, tmp_path):
 
 def test_shipped_weights_on_a_subject_of_another_seed(tmp_path):
     """The shipped weights (sha256 checked against the index) on the centre of a 1 mm subject the training never saw
-    (population seed 9): the output averages back to the input block by block, is sharper than trilinear
-    interpolation of the same 2 mm input, and stays within 3 dB of its PSNR (measured here: 29.3 dB against 31.5; the
-    card reports that the shipped CPU model does NOT beat trilinear on PSNR)."""
-    from scipy.ndimage import zoom
-
+    (population seed 9): the output averages back to the input block by block, beats trilinear interpolation of the
+    same 2 mm input by more than 2 dB and is sharper, and is no worse than its own model-free part (cubic B-spline +
+    the consistency projection) -- the card reports that the model's detail adds next to nothing on top of it."""
     if str(REPO / "ci") not in sys.path:
         sys.path.insert(0, str(REPO / "ci"))
     from bench_sr_cascade import sharpness  # the card's sharpness measure
 
     from common.data.brain import downsample2, generate_subject
+    from common.sampling.upscale import interpolate_up, project_consistent
 
     models = BUNDLE / "models"
     assert 0 < sum(f.stat().st_size for f in models.glob("*.safetensors")) < 50_000_000
@@ -284,13 +350,16 @@ def test_shipped_weights_on_a_subject_of_another_seed(tmp_path):
     _run("upscale.json", input_image=path, output_dir=str(tmp_path / "out"), progress=False, device="cpu")
     out = nib.load(str(tmp_path / "out" / "sub.nii.gz")).get_fdata()
     _assert_consistent(out, low)
-    trilinear = np.clip(zoom(low, 2, order=1, grid_mode=True, mode="nearest"), 0, 1)
+    low_t = torch.from_numpy(np.asarray(low, dtype=np.float32))
+    trilinear = interpolate_up(low_t, "trilinear").numpy()
+    cubic_projected = project_consistent(interpolate_up(low_t, "cubic")[None, None], low_t[None, None])[0, 0].clamp(0, 1)
 
     def psnr(x):
-        return 10 * np.log10(1.0 / np.mean((x - truth) ** 2))
+        return 10 * np.log10(1.0 / np.mean((np.asarray(x, dtype=np.float64) - truth) ** 2))
 
+    assert psnr(out) > psnr(trilinear) + 2.0, (psnr(out), psnr(trilinear))
+    assert psnr(out) > psnr(cubic_projected.numpy()) - 0.2, (psnr(out), psnr(cubic_projected.numpy()))
     assert sharpness(out, truth) > sharpness(trilinear, truth) + 0.05, (sharpness(out, truth), sharpness(trilinear, truth))
-    assert psnr(out) > psnr(trilinear) - 3.0, (psnr(out), psnr(trilinear))
 
 
 def test_paper_overlay_loads_old_checkpoints_strictly_and_upscales(tmp_path):

@@ -11,6 +11,12 @@ block mean of the 1 mm one, so the output is projected onto the volumes whose bl
 ``x + up(lowres - down(x))`` (``down`` the block mean, ``up`` its nearest-neighbour copy). That is the orthogonal
 projection onto a set that contains the truth, so it can only bring the output closer to it; the model supplies the
 detail within each block, the input fixes each block's mean.
+
+Residual (``base="cubic"``, residual learning as in VDSR, Kim et al. 2016): the autoencoder and UNet model
+``residual_scale * (x - base(lowres))``, the detail that B-spline interpolation of the input misses, and the output is
+``base(lowres) + decoded / residual_scale``. Interpolation already recovers most of a smooth 1 mm volume (cubic
+B-spline: 38.8 dB on the held-out population), so the latent model spends its capacity on the part it cannot; a
+latent of zeros gives the interpolation itself. ``base=None`` is the published (non-residual) upscaler.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from common.io.inputs import NIFTI_SUFFIXES, InputError, list_inputs, read_nifti
 from common.sampling.settings import GenerationSettings, RunSettings, check_bool, check_float
 
 FACTOR = 2
+BASES = {"trilinear": 1, "cubic": 3}  # interpolation a residual upscaler adds its detail to -> B-spline order
 
 
 def half_spacing_affine(affine: Any) -> np.ndarray:
@@ -42,6 +49,32 @@ def half_spacing_affine(affine: Any) -> np.ndarray:
     fine[:3, :3] = a[:3, :3] / FACTOR
     fine[:3, 3] = a[:3, 3] - a[:3, :3] @ np.full(3, 0.5 / FACTOR)
     return fine
+
+
+def check_base(base: str | None) -> str | None:
+    """``base`` as given, or one line naming the choices."""
+    if base is not None and base not in BASES:
+        raise ValueError(f"residual base {base!r} is not one of {sorted(BASES)}; pass one of them, or null for an "
+                         "upscaler that models the whole volume")
+    return base
+
+
+def interpolate_up(lowres: torch.Tensor, base: str) -> torch.Tensor:
+    """[..., D, H, W] -> [..., 2D, 2H, 2W]: B-spline interpolation of order ``BASES[base]`` (scipy.ndimage.zoom,
+    grid_mode: the fine voxel centres where the 2x2x2 block means put them), clipped to [0, 1]."""
+    from scipy.ndimage import zoom
+
+    order = BASES[check_base(base)]
+    low = torch.as_tensor(lowres).detach().float().cpu().numpy()
+    flat = low.reshape(-1, *low.shape[-3:])
+    up = np.stack([zoom(v, FACTOR, order=order, grid_mode=True, mode="nearest") for v in flat])
+    up = np.clip(up, 0.0, 1.0).astype(np.float32).reshape(*low.shape[:-3], *up.shape[-3:])
+    return torch.from_numpy(up)
+
+
+def interpolation_residual(image: torch.Tensor, lowres: torch.Tensor, base: str, scale: float) -> torch.Tensor:
+    """What a residual upscaler models: ``scale * (image - interpolate_up(lowres, base))`` (module docstring)."""
+    return (torch.as_tensor(image).float() - interpolate_up(lowres, base)) * float(scale)
 
 
 def block_mean(image: torch.Tensor) -> torch.Tensor:
@@ -61,12 +94,18 @@ class Upscaler:
         sampler: a ``LatentDiffusionSampler`` over the upscaler's UNet (input channels: latent + 1) and autoencoder.
         conditioner: the ``NoiseLevelConditioner`` the UNet was trained with.
         consistency: project the output onto the volumes whose block means are the input (module docstring).
+        base: the interpolation a residual upscaler adds its detail to ("cubic", "trilinear"), or None (the model
+            decodes the whole volume).
+        residual_scale: the factor the residual was multiplied by in training.
     """
 
-    def __init__(self, sampler: Any, conditioner: NoiseLevelConditioner, consistency: bool = True) -> None:
+    def __init__(self, sampler: Any, conditioner: NoiseLevelConditioner, consistency: bool = True,
+                 base: str | None = None, residual_scale: float = 1.0) -> None:
         self.sampler = sampler
         self.conditioner = conditioner
         self.consistency = check_bool("consistency", consistency)
+        self.base = check_base(base)
+        self.residual_scale = check_float("residual_scale", residual_scale, 1e-6, 1e6, "10.0")
         channels = getattr(sampler.denoiser.unet, "block_out_channels", (0,))
         self.multiple = 2 ** (len(channels) - 1)  # the UNet halves the latent once per level below the top
 
@@ -89,6 +128,8 @@ class Upscaler:
                                               generator=torch.Generator().manual_seed(sample_seed(seed, 0, stream=1)))
         image = self.sampler.decode(latents).float().cpu()
         image = image[(..., *(slice(0, FACTOR * n) for n in size))]
+        if self.base is not None:
+            image = interpolate_up(lowres[None], self.base) + image / self.residual_scale
         if self.consistency:
             image = project_consistent(image, lowres[None])
         return image[0].clamp(0.0, 1.0)

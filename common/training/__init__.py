@@ -46,6 +46,7 @@ _EXPORTS = {
     "PairPrepareBatch": "data",
     "CheckImaged": "data",
     "CheckHalfResolutiond": "data",
+    "InterpolationResiduald": "data",
     "RestartDeadCodes": "codebook",
     "TokenPrepareBatch": "transformer",
     "TokenCrossEntropy": "transformer",

@@ -6,6 +6,8 @@ import json
 import os
 from typing import Any
 
+from monai.transforms import Transform
+
 
 # datalist keys that name image files (checked to exist before training starts)
 IMAGE_KEYS = ("image", "flair", "image_lowres", "seg", "label_image")
@@ -43,9 +45,13 @@ def load_datalist(datalist: str, split: str = "training", max_items: int | None 
     return entries
 
 
-class CheckImaged:
+class CheckImaged(Transform):
     """Refuse, with one line naming the file, an image of another dimensionality or channel count than the
-    bundle trains on (MONAI's crop would fail later with "Sequence must have length 2, got 3.")."""
+    bundle trains on (MONAI's crop would fail later with "Sequence must have length 2, got 3.").
+
+    The checks here are MONAI ``Transform`` subclasses: ``CacheDataset`` caches up to the first transform that is
+    random OR not a ``Transform``, so a plain class here made every later deterministic transform (intensity
+    scaling, the upscaler's cubic interpolation: 3 s per 1 mm volume) run again on every item of every epoch."""
 
     def __init__(self, keys: str | list[str], spatial_dims: int, channels: int = 1) -> None:
         self.keys = [keys] if isinstance(keys, str) else list(keys)
@@ -66,7 +72,7 @@ class CheckImaged:
         return data
 
 
-class CheckHalfResolutiond:
+class CheckHalfResolutiond(Transform):
     """Refuse, with one line naming the file, a low-resolution image that is not the half-resolution grid of its
     image (a super-resolution pair is cropped jointly on that grid, so 80x112x80 must go with 160x224x160)."""
 
@@ -80,6 +86,28 @@ class CheckHalfResolutiond:
             name = meta.get("filename_or_obj", self.lowres_key)
             raise ValueError(f"{name}: low-resolution shape {low} is not half of the image's {high}; pair each 1 mm "
                              "image with its 2 mm copy (python -m common.data make brain --spacing 1 writes both)")
+        return data
+
+
+class InterpolationResiduald(Transform):
+    """Replace ``key`` (the 1 mm image) by what a residual upscaler models, ``scale * (image - base(lowres))``
+    (common.sampling.upscale, module docstring); ``base=None`` leaves the image as it is (the published recipe)."""
+
+    def __init__(self, key: str = "image", lowres_key: str = "image_lowres", base: str | None = None,
+                 scale: float = 1.0) -> None:
+        from common.sampling.upscale import check_base
+
+        self.key, self.lowres_key, self.base, self.scale = key, lowres_key, check_base(base), float(scale)
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        if self.base is None:
+            return data
+        from common.sampling.upscale import interpolation_residual
+
+        image = data[self.key]
+        residual = interpolation_residual(image, data[self.lowres_key], self.base, self.scale)
+        data = dict(data)
+        data[self.key] = residual.to(image.device) if hasattr(image, "device") else residual
         return data
 
 
