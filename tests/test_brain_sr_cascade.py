@@ -371,7 +371,7 @@ def test_paper_overlay_loads_old_checkpoints_strictly_and_upscales(tmp_path):
 
     paper = json.loads((CONFIGS / "paper.json").read_text())
     skip = ("_target_", "include_fc", "use_combined_linear", "channels", "latent_channels", "in_channels",
-            "out_channels", "num_head_channels", "num_class_embeds")
+            "out_channels", "num_head_channels", "num_class_embeds", "use_flash_attention")
     ae_kw = {k: v for k, v in paper["autoencoder_def"].items() if k not in skip}
     un_kw = {k: v for k, v in paper["diffusion_def"].items() if k not in skip}
     ae_kw.update(num_channels=[8, 16], latent_channels=4, norm_num_groups=8, in_channels=1, out_channels=1)
