@@ -130,7 +130,7 @@ def cmd_recon(args) -> dict:
     import torch
 
     from common.sampling.decode import decode_latents
-    from common.sampling.upscale import interpolate_up, interpolation_residual
+    from common.sampling.upscale import interpolate_up
 
     test = _entries(args.datalist, "test", args.n)
     p = _parser()
@@ -142,11 +142,12 @@ def cmd_recon(args) -> dict:
         for e in test:
             truth = torch.from_numpy(_load(e["image"]))
             low = torch.from_numpy(_load(e["image_lowres"]))
-            target = truth if base is None else interpolation_residual(truth, low, base, scale)
+            up = None if base is None else interpolate_up(low, base)  # once: the target's base and the recon's
+            target = truth if up is None else (truth - up) * scale  # interpolation_residual, its base kept
             z, _ = ae.encode(target[None, None])
             recon = decode_latents(ae, z, "slab")[0, 0]
-            if base is not None:
-                recon = interpolate_up(low, base) + recon / scale
+            if up is not None:
+                recon = up + recon / scale
             recons.append(recon.clamp(0, 1).numpy())
             truths.append(truth.numpy())
     return {"subjects": len(test), "autoencoder": _metrics(recons, truths)}
