@@ -16,6 +16,11 @@
   agreement  per-sample closeness of few-step solvers to the reference sampler from the same noise (the same
             ODE, so an accurate solver lands on the same volume): mean and max |sample - reference| in [0, 1]
             units and the ventricular / brain volume differences, over --n samples of one held-out setting.
+  diversity sample diversity against the data's, like for like: one sample per held-out subject with that subject's
+            covariates, MS-SSIM between the samples (all pairs) beside the same pairs of the real subjects and of
+            their autoencoder reconstructions (the autoencoder smooths, which raises MS-SSIM on its own); and the
+            volumes' spread around the request (sd of measured minus requested) for samples and for the real subjects'
+            own recorded volumes (0: the request is the truth).
   figure    a PNG of samples across ages (mid axial and coronal slices), covariates of the training subject
             nearest each age.
 
@@ -25,6 +30,7 @@ Results are printed and, with --json, written atomically to a file. Examples:
   python ci/bench_brain_ldm_3d.py fidelity --settings 4 --per-setting 20 --steps 25 --json runs/fidelity.json
   python ci/bench_brain_ldm_3d.py background --n 6 --steps 10 --scheduler dpmpp2m
   python ci/bench_brain_ldm_3d.py agreement --n 10 --configs dpmpp2m:5 ddim:10
+  python ci/bench_brain_ldm_3d.py diversity --n 24 --steps 5 --scheduler dpmpp2m
   python ci/bench_brain_ldm_3d.py figure --out bundles/brain_ldm_3d/docs/samples_by_age.png
 """
 
@@ -288,6 +294,45 @@ def agreement(args: argparse.Namespace) -> dict:
             "reference_brain_ml_mean": round(float(ref_vol[:, 1].mean()), 0), "rows": rows}
 
 
+def diversity(args: argparse.Namespace) -> dict:
+    import numpy as np
+    import torch
+    from monai.transforms import LoadImage
+
+    from common.data.brain import analyse_volumes, denormalise_covariates
+    from common.evaluation.metrics import ms_ssim_diversity
+
+    torch.set_num_threads(args.threads)
+    parser = _parser(num_inference_steps=args.steps, scheduler=args.scheduler)
+    held_out = _datalist(args.datalist, args.split)[: args.n]
+    start = time.perf_counter()
+    real = torch.stack([torch.as_tensor(np.asarray(LoadImage(image_only=True)(e["image"]), np.float32))[None]
+                        for e in held_out])
+    parser.get_parsed_content("load_autoencoder")
+    ae = parser.get_parsed_content("autoencoder").eval()
+    with torch.inference_mode():
+        recon = torch.cat([ae.reconstruct(r[None]).clamp(0, 1) for r in real])
+    samples = torch.cat([_sample(parser, {k: float(e[k]) for k in COVARIATES}, 1, seed=args.seed + i, batch=1)
+                         for i, e in enumerate(held_out)])
+    pairs = len(held_out) * (len(held_out) - 1) // 2
+    out = {"what": "diversity, like for like", "n": len(held_out), "pairs": pairs, "steps": args.steps,
+           "scheduler": args.scheduler,
+           "ms_ssim_samples": round(ms_ssim_diversity(samples, max_pairs=pairs), 4),
+           "ms_ssim_real": round(ms_ssim_diversity(real, max_pairs=pairs), 4),
+           "ms_ssim_reconstructions": round(ms_ssim_diversity(recon, max_pairs=pairs), 4)}
+    for name, vols in (("samples", samples), ("reconstructions", recon)):
+        err = {"ventricular": [], "brain": []}
+        for v, e in zip(vols, held_out):
+            got = analyse_volumes(v[0].numpy(), spacing=(2.0, 2.0, 2.0))
+            want = denormalise_covariates({k: float(e[k]) for k in COVARIATES}, dims=3)
+            err["ventricular"].append(got["ventricular_vol_ml"] - want["ventricular_vol_ml"])
+            err["brain"].append(got["brain_vol_ml"] - want["brain_vol_ml"])
+        out[f"{name}_volume_error_ml"] = {k: {"mean": round(float(np.mean(x)), 1), "sd": round(float(np.std(x)), 1)}
+                                          for k, x in err.items()}
+    out["seconds"] = round(time.perf_counter() - start, 1)
+    return out
+
+
 def figure(args: argparse.Namespace) -> dict:
     import numpy as np
     import torch
@@ -320,7 +365,7 @@ def figure(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    for name in ("speed", "recon", "fidelity", "background", "agreement", "figure"):
+    for name in ("speed", "recon", "fidelity", "background", "agreement", "diversity", "figure"):
         p = sub.add_parser(name)
         p.add_argument("--threads", type=int, default=1)
         p.add_argument("--seed", type=int, default=0)
@@ -335,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--limit", type=int, default=0)
         if name in ("fidelity", "figure"):
             p.add_argument("--device", default="cpu", help="quality runs only: e.g. cuda (samples are drawn from CPU noise)")
-        if name == "background":
+        if name in ("background", "diversity"):
             p.add_argument("--split", default="test")
             p.add_argument("--n", type=int, default=6, help="held-out subjects (one sample each, their covariates)")
         if name == "agreement":
@@ -357,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd != "speed" and not Path(args.datalist).is_file():
         _fail(f"datalist {args.datalist} not found: python -m common.data make brain --dims 3 --n 240 --out data/brain_3d")
     result = {"speed": speed, "recon": recon, "fidelity": fidelity, "background": background,
-              "agreement": agreement, "figure": figure}[args.cmd](args)
+              "agreement": agreement, "diversity": diversity, "figure": figure}[args.cmd](args)
     _write_json(result, args.json)
     return 0 if result.get("identical_outputs", True) else 1
 

@@ -7,6 +7,12 @@
 - speed: one 128x128 sample with classifier-free guidance (one batched UNet call per step), 50 DDIM steps,
   timed inside the process (model loading, text encoding, sampling + decoding) and end to end through
   ``python -m monai.bundle run`` (the user's command, including Python start-up).
+- borders: the line-and-frame check (issue 21): the decoder's image of an all-zero latent and the mean
+  reconstruction error per row and column of the test split; a border row or column that stands out from the
+  interior is a drawn artifact (the 2026-11 weights drew a bright line at y = H-3 and a faint frame);
+- real: the undeformed source radiograph (pydicom-data RG1_UNCI.dcm, as the population frames it) through the
+  autoencoder;
+- figure (``--figure PNG``): the real radiograph, population test cases and samples for their prompts, side by side.
 Numbers go to ``--out`` as JSON together with the CPU, the thread count and the load average at the time.
 """
 
@@ -58,9 +64,7 @@ def reconstruction(datalist: str, split: str, limit: int) -> dict:
 
     files = load_datalist(datalist, split=split, max_items=limit)
     load = Compose([LoadImage(image_only=True), EnsureChannelFirst(), ScaleIntensityRange(0, 255, 0, 1, clip=True)])
-    p = _parser()
-    p.get_parsed_content("load_autoencoder")
-    ae = p.get_parsed_content("autoencoder_def").eval()
+    ae = _autoencoder()
     reals, recons = [], []
     t0 = time.perf_counter()
     with torch.inference_mode():
@@ -80,6 +84,99 @@ def reconstruction(datalist: str, split: str, limit: int) -> dict:
         "mae": round(mae(real, recon), 4),
         "seconds": round(time.perf_counter() - t0, 1),
     }
+
+
+MODEL_OVERRIDES: dict = {}  # --model-dir: other weights than the shipped ones (unchecked)
+
+
+def _autoencoder():
+    p = _parser(**MODEL_OVERRIDES)
+    p.get_parsed_content("load_autoencoder")
+    return p.get_parsed_content("autoencoder_def").eval()
+
+
+def borders(datalist: str, split: str, limit: int) -> dict:
+    """How far border rows / columns stand out: in the zero-latent decode and in the mean reconstruction error."""
+    import torch
+    from monai.transforms import LoadImage
+
+    from common.training import load_datalist
+
+    ae = _autoencoder()
+    files = load_datalist(datalist, split=split, max_items=limit)
+    with torch.inference_mode():
+        z = torch.zeros(1, ae.latent_channels, 32, 32)
+        blank = ae.decode(z).clamp(0, 1)[0, 0]  # [W, H]: x first, as LoadImage reads PNGs
+        x = torch.stack([torch.as_tensor(LoadImage(image_only=True)(f["image"])).float()[None] / 255.0 for f in files])
+        err = torch.cat([ae.decode(ae.encode(x[i : i + 16])[0]).clamp(0, 1) - x[i : i + 16]
+                         for i in range(0, len(x), 16)])[:, 0].mean(0)  # [W, H] mean signed error
+
+    def profile(a: torch.Tensor) -> dict:
+        rows, cols = a.mean(0), a.mean(1)  # mean over x per row y; over y per column x
+        inner_r, inner_c = rows[8:-8], cols[8:-8]
+
+        def stand_out(v: torch.Tensor, inner: torch.Tensor) -> list[float]:
+            return [round(float((v[k] - inner.median()).abs()), 4) for k in (0, 1, 2, -3, -2, -1)]
+
+        return {"rows_first3_last3_vs_interior": stand_out(rows, inner_r),
+                "cols_first3_last3_vs_interior": stand_out(cols, inner_c),
+                "interior_row_spread": round(float((inner_r - inner_r.median()).abs().max()), 4),
+                "interior_col_spread": round(float((inner_c - inner_c.median()).abs().max()), 4)}
+
+    return {"zero_latent_decode": profile(blank), "mean_reconstruction_error": profile(err), "n_images": len(files)}
+
+
+def real_radiograph() -> dict:
+    """The source film (undeformed, the population's framing) through the autoencoder."""
+    import torch
+
+    from common.data.cxr_source import film_picture
+    from common.evaluation.metrics import mae, ms_ssim_reconstruction, ms_ssim_settings, psnr
+
+    ae = _autoencoder()
+    x = torch.as_tensor(film_picture((128, 128))).T.contiguous()[None, None]  # [1, 1, W, H]
+    with torch.inference_mode():
+        rec = ae.decode(ae.encode(x)[0]).clamp(0, 1)
+    return {"image": "pydicom-data RG1_UNCI.dcm, undeformed, 128x128",
+            "ms_ssim": round(ms_ssim_reconstruction(x, rec, settings=ms_ssim_settings(x.shape[2:])), 4),
+            "psnr_db": round(psnr(x, rec), 2), "mae": round(mae(x, rec), 4)}
+
+
+def figure(datalist: str, path: str, seed: int = 0) -> dict:
+    """Real radiograph | population test cases | samples of their prompts (w = 3, DDIM 50), one column per finding."""
+    import io
+
+    import numpy as np
+    import torch
+    from monai.transforms import LoadImage
+
+    from common.data.cxr_source import film_picture
+    from common.data.figure import _grid, _tile
+    from common.io.writers import write_bytes
+    from common.training import load_datalist
+
+    entries = load_datalist(datalist, split="test")
+    wanted = [("no_finding", "none"), ("effusion", "right"), ("effusion", "bilateral"), ("cardiomegaly", "none"),
+              ("pneumothorax", "left"), ("pneumothorax", "right"), ("effusion", "left")]
+    picks = []
+    for finding, side in wanted:
+        side_key = "pneumothorax_side" if finding == "pneumothorax" else "effusion_side"
+        picks.append(next(e for e in entries if e["finding"] == finding and e[side_key] == side
+                          and (finding != "effusion" or e["effusion_size"] == "large")))
+    p = _parser(progress=False, num_inference_steps=50, scheduler="ddim", guidance_scale=3.0, **MODEL_OVERRIDES)
+    sampler, conditioner = p.get_parsed_content("sampler"), p.get_parsed_content("conditioner")
+    tiles = [_tile(film_picture(), "real RG1_UNCI", spatial_order="yx")]
+    tiles += [_tile(np.asarray(LoadImage(image_only=True)(e["image"])) / 255.0, f"data {e['case'][-5:]}") for e in picks]
+    tiles.append(_tile(np.zeros((128, 128), np.float32), "samples (w 3):"))
+    for k, e in enumerate(picks):
+        img = sampler.sample(conditioner.from_values(1, prompt=e["report"]), conditioner.null(1), num_samples=1,
+                             generator=torch.Generator().manual_seed(seed + k), num_inference_steps=50,
+                             guidance_scale=3.0, progress=False).clamp(0, 1)[0, 0].numpy()
+        tiles.append(_tile(img, e["report"][:22]))
+    buf = io.BytesIO()
+    _grid(tiles, 8).save(buf, format="PNG")
+    write_bytes(buf.getvalue(), Path(path))
+    return {"figure": str(path), "reports": [e["report"] for e in picks]}
 
 
 def speed(repeats: int) -> dict:
@@ -125,16 +222,25 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--skip-recon", action="store_true")
+    ap.add_argument("--model-dir", default=None, help="weights folder instead of the shipped ones (hashes not checked)")
+    ap.add_argument("--figure", default=None, help="also write the real | data | samples figure to this PNG")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
+    if args.model_dir:
+        MODEL_OVERRIDES.update(model_dir=args.model_dir, check_weights=False)
     result = {"cpu": _cpu(), "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
               "loadavg_start": list(os.getloadavg())}
     if not args.skip_recon:
         result["reconstruction"] = reconstruction(args.datalist, args.split, args.limit)
         print(json.dumps(result["reconstruction"]), flush=True)
+        result["borders"] = borders(args.datalist, args.split, args.limit)
+        result["real_radiograph"] = real_radiograph()
+        print(json.dumps({k: result[k] for k in ("borders", "real_radiograph")}), flush=True)
+    if args.figure:
+        result["figure"] = figure(args.datalist, args.figure)
     if not args.skip_speed:
         result["speed"] = speed(args.repeats)
         print(json.dumps(result["speed"]), flush=True)

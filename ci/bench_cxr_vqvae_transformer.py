@@ -99,7 +99,7 @@ def _dicom_image(filename: str):
     try:
         import data_store  # the pydicom-data package
     except ImportError:
-        raise SystemExit("error: the ood benchmark needs pydicom-data: pip install -e '.[dev]'") from None
+        raise SystemExit("error: the ood benchmark needs pydicom-data (a dependency of the project): pip install -e .") from None
     path = Path(data_store.__file__).parent / "data" / filename
     ds = pydicom.dcmread(path)
     arr = ds.pixel_array.astype(np.float32)

@@ -4,6 +4,7 @@
     python ci/bench_flair2t1_controlnet.py eval   [--steps 5] [--guidance 1] [--scale 1] [--n 24]
     python ci/bench_flair2t1_controlnet.py steps  [--n 6] [--sweep 5 10 25 50]
     python ci/bench_flair2t1_controlnet.py sweep  [--n 6] [--guidance-sweep 1 2 4] [--scale-sweep 0.5 1 1.5]
+    python ci/bench_flair2t1_controlnet.py diversity [--n 24]
     python ci/bench_flair2t1_controlnet.py speed
     python ci/bench_flair2t1_controlnet.py figure [--subject 0]
 
@@ -24,6 +25,9 @@
 - loss: the held-out training objective (v-prediction MSE) on the test subjects' brain slices, at fixed timesteps and
   noise: the frozen base alone, the ControlNet given the null (zero) FLAIR, the ControlNet given the FLAIR (what the
   control adds; the training logs of the shipped run were not kept, this is measured on the shipped weights).
+- diversity: MS-SSIM between the translations of different test subjects (all pairs) beside the same pairs of
+  their true T1 volumes (like for like: a translation should vary between subjects as the T1s do); and between
+  two translations of one subject with different seeds (what the noise alone changes).
 - speed: one volume through `python -m monai.bundle run` (the user's command, shipped weights), timed twice.
 - figure: FLAIR, ours, regression, histogram-matched FLAIR, truth for one subject (axial and coronal), to the card.
 Results go to runs/flair2t1_controlnet/bench/<subcommand>.json.
@@ -200,6 +204,25 @@ def cmd_eval(args) -> dict:
     return report
 
 
+def cmd_diversity(args) -> dict:
+    import numpy as np
+    import torch
+
+    from common.evaluation.metrics import ms_ssim_diversity
+
+    test = _entries(args.datalist, "test", args.n)
+    truths = [_load(e["image"]) for e in test]
+    ours, seconds = translate_ours(test, OUT / "ours", num_inference_steps=args.steps)
+    again, _ = translate_ours(test[:4], OUT / "ours_seed1", num_inference_steps=args.steps, seed=1)
+    pairs = len(test) * (len(test) - 1) // 2
+    stack = lambda vols: torch.from_numpy(np.stack(vols)[:, None]).float()  # noqa: E731
+    seed_pairs = [ms_ssim_diversity(stack([a, b]), max_pairs=1) for a, b in zip(ours[:4], again)]
+    return {"subjects": len(test), "pairs": pairs, "steps": args.steps, "seconds_per_volume": round(seconds, 2),
+            "ms_ssim_between_subjects_translations": round(ms_ssim_diversity(stack(ours), max_pairs=pairs), 4),
+            "ms_ssim_between_subjects_truth": round(ms_ssim_diversity(stack(truths), max_pairs=pairs), 4),
+            "ms_ssim_same_subject_two_seeds": round(float(np.mean(seed_pairs)), 4)}
+
+
 def cmd_recon(args) -> dict:
     """The autoencoder's reconstruction of the test T1 volumes, slice by slice (posterior mean): the ceiling of any
     latent model's fidelity."""
@@ -364,7 +387,7 @@ def cmd_figure(args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("command", choices=["recon", "eval", "loss", "steps", "sweep", "speed", "figure"])
+    ap.add_argument("command", choices=["recon", "eval", "loss", "steps", "sweep", "diversity", "speed", "figure"])
     ap.add_argument("--datalist", type=Path, default=REPO / "data" / "brain_3d" / "datalist.json")
     ap.add_argument("--n", type=int, default=24)
     ap.add_argument("--steps", type=int, default=5)

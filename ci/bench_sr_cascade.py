@@ -230,7 +230,8 @@ def _features(volumes: list):
 
 
 def cmd_fid(args) -> dict:
-    """2.5D FID against the held-out 1 mm volumes (validation + test)."""
+    """2.5D FID against the held-out 1 mm volumes (validation + test); MS-SSIM diversity of the samples and of those
+    volumes (all pairs)."""
     from common.evaluation import fid
 
     held = _entries(args.datalist, "validation", args.n) + _entries(args.datalist, "test", args.n)
@@ -247,7 +248,17 @@ def cmd_fid(args) -> dict:
             samples.append(_load(str(out / name)))
             lows.append(_load(str(out / "lowres" / name)))
     seconds = (time.perf_counter() - start) / len(held)
+    import numpy as np
+    import torch
+
+    from common.evaluation.metrics import ms_ssim_diversity
+
+    pairs = len(held) * (len(held) - 1) // 2
+    stack = lambda vols: torch.from_numpy(np.stack(vols)[:, None]).float()  # noqa: E731
     report = {
+        # like for like: the samples were drawn with the held-out subjects' covariates
+        "ms_ssim_diversity_cascade_samples": ms_ssim_diversity(stack(samples), max_pairs=pairs),
+        "ms_ssim_diversity_heldout_1mm": ms_ssim_diversity(stack([_load(e["image"]) for e in held]), max_pairs=pairs),
         "real_volumes": len(held), "samples": len(samples), "cascade_seconds_per_sample_in_process": round(seconds, 1),
         "fid_cascade_samples": fid(real, _features(samples)),
         "fid_brain_ldm_3d_samples_trilinear": fid(real, _features([interpolate(v, "trilinear") for v in lows])),

@@ -40,7 +40,34 @@ PROMPTS = {
         lambda a: a["effusion_side"] == "none" and a["pneumothorax_side"] == "none" and not a["cardiomegaly"],
     ),
 }
+# prompt -> the held-out cases that match it (datalist entries), for the data's own diversity per prompt
+DATA_MATCH = {
+    "effusion_right": lambda e: e["effusion_side"] == "right" and e["effusion_size"] == "large",
+    "effusion_left": lambda e: e["effusion_side"] == "left" and e["effusion_size"] == "large",
+    "effusion_bilateral": lambda e: e["effusion_side"] == "bilateral" and e["effusion_size"] == "large",
+    "cardiomegaly": lambda e: e["finding"] == "cardiomegaly",
+    "pneumothorax_right": lambda e: e["pneumothorax_side"] == "right",
+    "pneumothorax_left": lambda e: e["pneumothorax_side"] == "left",
+    "no_finding": lambda e: e["finding"] == "no_finding",
+}
 
+
+def _data_diversity(datalist: str, keys: list[str], max_pairs: int = 100) -> dict:
+    """MS-SSIM between the held-out (test split) radiographs that match each prompt: the data's own diversity."""
+    import torch
+    from monai.transforms import LoadImage
+
+    from common.evaluation.metrics import ms_ssim_diversity
+    from common.training import load_datalist
+
+    entries = load_datalist(datalist, "test")
+    out = {}
+    for key in keys:
+        own = [e for e in entries if DATA_MATCH[key](e)]
+        if len(own) > 1:
+            imgs = torch.stack([torch.as_tensor(LoadImage(image_only=True)(e["image"])).float()[None] / 255.0 for e in own])
+            out[key] = {"n": len(own), "ms_ssim": round(ms_ssim_diversity(imgs, max_pairs=max_pairs), 4)}
+    return out
 
 
 def _analyse(images) -> list[dict]:
@@ -171,6 +198,7 @@ def main() -> int:
     ap.add_argument("--grid-guidance", type=float, default=3.0, help="guidance of the samples figure")
     ap.add_argument("--grid-n", type=int, default=6)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--datalist", default=None, help="population datalist: also the test split's diversity per prompt")
     ap.add_argument("--model-dir", default=str(BUNDLE / "models"), help="weights folder (default: the shipped ones)")
     args = ap.parse_args()
     if args.merge:
@@ -192,6 +220,9 @@ def main() -> int:
         "empty_prompt": None,
         "sweep": [],
     }
+    if args.datalist:
+        result["data_diversity"] = _data_diversity(args.datalist, args.prompts)
+        print(json.dumps({"data_diversity": result["data_diversity"]}), flush=True)
     grid_rows = {}
     if args.n_empty > 0:
         empty = _sample(sampler, conditioner, "", args.n_empty, 1.0, args.seed + 1000, args.steps)

