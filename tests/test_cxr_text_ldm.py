@@ -182,3 +182,21 @@ def test_shipped_weights_sample(tmp_path):
     assert len(files) == 1 and files[0].name.startswith("cxr_p") and files[0].name.endswith("_seed1_0000.png")
     img = np.asarray(Image.open(files[0]))
     assert img.shape == (128, 128) and img.dtype == np.uint8 and img.std() > 5
+
+
+def test_shipped_autoencoder_draws_no_border_line():
+    """Issue 21: the 2026-11 weights drew a bright line 3 pixels above the bottom edge and a faint frame in every
+    reconstruction (mean error +0.14 at y = H-3 on the test split; the cause was the adversarial loss, see the card).
+    The shipped autoencoder's mean reconstruction error on every border row and column stays at the interior's size."""
+    from common.data import cxr
+
+    p = _parser()
+    p.get_parsed_content("load_autoencoder")
+    ae = p.get_parsed_content("autoencoder_def").eval()
+    x = torch.stack([torch.from_numpy(cxr.generate(7, i).image)[None] for i in range(16)])  # [N, 1, W, H]
+    with torch.inference_mode():
+        err = (ae.decode(ae.encode(x)[0]).clamp(0, 1) - x)[:, 0].mean(0)  # mean signed error [W, H]
+    rows, cols = err.mean(0), err.mean(1)  # per row y, per column x
+    border = torch.cat([rows[:3], rows[-3:], cols[:3], cols[-3:]]).abs()
+    assert float(border.max()) < 0.08, border  # measured 0.045; 2026-11 weights: +0.14 at y = H-3
+    assert float(err.abs().mean()) < 0.03  # measured 0.011

@@ -166,12 +166,13 @@ def render(attrs: dict, size: tuple[int, int], rng: np.random.Generator) -> tupl
 
     def masks(k: float):
         r, c = _heart_warp(rows, cols, k)
-        return r, c, [_sample(m, r, c, f) for m in (film.right_lung, film.left_lung, film.heart)]
+        return r, c, [_sample(m, r, c, f) for m in film.masks_float]
 
     # heart magnification: secant steps on k until the CTR measured on the warped masks reaches the target
     target = attrs["ctr"]
     k0, k1 = 1.0, 1.0 + 2.0 * (target - 0.46)
-    c0 = measure_ctr(masks(k0)[2][2], *masks(k0)[2][:2])
+    right, left, heart = masks(k0)[2]
+    c0 = measure_ctr(heart, right, left)
     r_, c_, ms = masks(k1)
     c1 = measure_ctr(ms[2], ms[0], ms[1])
     for _ in range(4):

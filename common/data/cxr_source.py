@@ -44,6 +44,11 @@ class Radiograph:
     heart: np.ndarray  # bool, the heart shadow
     factor: int
 
+    @property
+    def masks_float(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Right lung, left lung, heart as float32 (what interpolation reads); made once per film."""
+        return _float_masks(self.factor)
+
 
 def _path() -> str:
     try:
@@ -99,6 +104,12 @@ def source(factor: int = 4) -> Radiograph:
     for m in masks:
         m.setflags(write=False)
     return Radiograph(a, masks[0], masks[1], masks[2], factor)
+
+
+@lru_cache(maxsize=4)
+def _float_masks(factor: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    film = source(factor)
+    return tuple(m.astype(np.float32) for m in (film.right_lung, film.left_lung, film.heart))
 
 
 def factor_for(size: tuple[int, int]) -> int:
