@@ -162,6 +162,8 @@ def merge(parts: list[str], out: Path) -> int:
     base = {k: merged["empty_prompt"]["base_rate"][k] for k in merged["prompts"]}
     merged["empty_prompt"]["base_rate"] = base
     merged["empty_prompt"]["base_rate_mean"] = sum(base.values()) / len(base)
+    if any("data_diversity" in r for r in results):
+        merged["data_diversity"] = {k: v for r in results for k, v in r.get("data_diversity", {}).items()}
     merged["sweep"] = []
     for rows in zip(*(r["sweep"] for r in results)):
         assert len({row["guidance_scale"] for row in rows}) == 1, "parts used different guidance scales"
