@@ -1,10 +1,11 @@
-"""Chest X-ray population: frontal radiographs drawn from anatomical parameters, with findings and reports.
+"""Chest X-ray population (version 3): one real PA radiograph deformed per case, with findings and reports.
 
-Anatomy (body, lungs with apices and costophrenic angles, diaphragm domes, heart, mediastinum, spine, ribs,
-clavicles, vessel markings) is drawn in image-normalised coordinates; findings change the drawing: pleural
-effusion (fluid with a meniscus, left / right / bilateral, small / large), cardiomegaly (heart-to-thorax
-ratio > 0.5), pneumothorax (lucent rim without markings behind a pleural line). Sides are patient sides,
-radiological convention: the patient's right is the image's left.
+The source is ``RG1_UNCI.dcm`` of ``pydicom-data`` with hand-marked lungs and heart (``cxr_source``). Per case: pose,
+shape and a smooth elastic warp; the heart shadow magnified by a local warp until the CTR measured on the warped
+masks reaches the drawn target (normal or cardiomegaly); pleural effusion (a dependent opacity with a meniscus,
+left / right / bilateral, small / large); pneumothorax (the lung collapsed towards its hilum, a rim without
+markings behind a pleural line); exposure, blur and noise. Sides are patient sides, radiological convention: the
+patient's right is the image's left. ``analyse`` measures the findings back from any image.
 """
 
 from __future__ import annotations
