@@ -161,8 +161,12 @@ def figure(datalist: str, path: str, seed: int = 0) -> dict:
     picks = []
     for finding, side in wanted:
         side_key = "pneumothorax_side" if finding == "pneumothorax" else "effusion_side"
-        picks.append(next(e for e in entries if e["finding"] == finding and e[side_key] == side
-                          and (finding != "effusion" or e["effusion_size"] == "large")))
+        match = [e for e in entries if e["finding"] == finding and e[side_key] == side
+                 and (finding != "effusion" or e["effusion_size"] == "large")]
+        if not match:
+            raise SystemExit(f"error: the test split of {datalist} has no {finding} ({side}) case for the figure: "
+                             "make a larger population (e.g. --n 3000)")
+        picks.append(match[0])
     p = _parser(progress=False, num_inference_steps=50, scheduler="ddim", guidance_scale=3.0, **MODEL_OVERRIDES)
     sampler, conditioner = p.get_parsed_content("sampler"), p.get_parsed_content("conditioner")
     tiles = [_tile(film_picture(), "real RG1_UNCI", spatial_order="yx")]
