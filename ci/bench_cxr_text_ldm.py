@@ -54,26 +54,33 @@ def _parser(**overrides):
     return p
 
 
-def reconstruction(datalist: str, split: str, limit: int) -> dict:
-    """Autoencoder MS-SSIM / PSNR / MAE on one datalist split."""
+def load_radiographs(files: list[dict]):
+    """The datalist entries' PNGs as one float tensor [N, 1, W, H] in [0, 1] (LoadImage's layout, 0-255 scaled)."""
     import torch
     from monai.transforms import Compose, EnsureChannelFirst, LoadImage, ScaleIntensityRange
 
+    load = Compose([LoadImage(image_only=True), EnsureChannelFirst(), ScaleIntensityRange(0, 255, 0, 1, clip=True)])
+    return torch.stack([torch.as_tensor(load(f["image"])).float() for f in files])
+
+
+def _reconstruct(ae, x, batch: int = 16):
+    """The autoencoder's reconstruction from the posterior mean (what the diffusion stage's latents encode)."""
+    import torch
+
+    with torch.inference_mode():
+        return torch.cat([ae.decode(ae.encode(x[i : i + batch])[0]).clamp(0, 1) for i in range(0, len(x), batch)])
+
+
+def reconstruction(datalist: str, split: str, limit: int) -> dict:
+    """Autoencoder MS-SSIM / PSNR / MAE on one datalist split."""
     from common.evaluation.metrics import mae, ms_ssim_reconstruction, ms_ssim_settings, psnr
     from common.training import load_datalist
 
     files = load_datalist(datalist, split=split, max_items=limit)
-    load = Compose([LoadImage(image_only=True), EnsureChannelFirst(), ScaleIntensityRange(0, 255, 0, 1, clip=True)])
     ae = _autoencoder()
-    reals, recons = [], []
     t0 = time.perf_counter()
-    with torch.inference_mode():
-        for i in range(0, len(files), 16):
-            x = torch.stack([torch.as_tensor(load(f["image"])).float() for f in files[i : i + 16]])
-            z_mu, _ = ae.encode(x)
-            reals.append(x)
-            recons.append(ae.decode(z_mu).clamp(0, 1))
-    real, recon = torch.cat(reals), torch.cat(recons)
+    real = load_radiographs(files)
+    recon = _reconstruct(ae, real)
     settings = ms_ssim_settings(real.shape[2:])
     return {
         "split": split,
@@ -98,18 +105,15 @@ def _autoencoder():
 def borders(datalist: str, split: str, limit: int) -> dict:
     """How far border rows / columns stand out: in the zero-latent decode and in the mean reconstruction error."""
     import torch
-    from monai.transforms import LoadImage
 
     from common.training import load_datalist
 
     ae = _autoencoder()
     files = load_datalist(datalist, split=split, max_items=limit)
     with torch.inference_mode():
-        z = torch.zeros(1, ae.latent_channels, 32, 32)
-        blank = ae.decode(z).clamp(0, 1)[0, 0]  # [W, H]: x first, as LoadImage reads PNGs
-        x = torch.stack([torch.as_tensor(LoadImage(image_only=True)(f["image"])).float()[None] / 255.0 for f in files])
-        err = torch.cat([ae.decode(ae.encode(x[i : i + 16])[0]).clamp(0, 1) - x[i : i + 16]
-                         for i in range(0, len(x), 16)])[:, 0].mean(0)  # [W, H] mean signed error
+        blank = ae.decode(torch.zeros(1, ae.latent_channels, 32, 32)).clamp(0, 1)[0, 0]  # [W, H], as LoadImage reads
+    x = load_radiographs(files)
+    err = (_reconstruct(ae, x) - x)[:, 0].mean(0)  # [W, H] mean signed error
 
     def profile(a: torch.Tensor) -> dict:
         rows, cols = a.mean(0), a.mean(1)  # mean over x per row y; over y per column x
@@ -133,10 +137,8 @@ def real_radiograph() -> dict:
     from common.data.cxr_source import film_picture
     from common.evaluation.metrics import mae, ms_ssim_reconstruction, ms_ssim_settings, psnr
 
-    ae = _autoencoder()
     x = torch.as_tensor(film_picture((128, 128))).T.contiguous()[None, None]  # [1, 1, W, H]
-    with torch.inference_mode():
-        rec = ae.decode(ae.encode(x)[0]).clamp(0, 1)
+    rec = _reconstruct(_autoencoder(), x)
     return {"image": "pydicom-data RG1_UNCI.dcm, undeformed, 128x128",
             "ms_ssim": round(ms_ssim_reconstruction(x, rec, settings=ms_ssim_settings(x.shape[2:])), 4),
             "psnr_db": round(psnr(x, rec), 2), "mae": round(mae(x, rec), 4)}
@@ -144,15 +146,11 @@ def real_radiograph() -> dict:
 
 def figure(datalist: str, path: str, seed: int = 0) -> dict:
     """Real radiograph | population test cases | samples of their prompts (w = 3, DDIM 50), one column per finding."""
-    import io
-
     import numpy as np
     import torch
-    from monai.transforms import LoadImage
 
     from common.data.cxr_source import film_picture
-    from common.data.figure import _grid, _tile
-    from common.io.writers import write_bytes
+    from common.data.figure import _tile, write_grid
     from common.training import load_datalist
 
     entries = load_datalist(datalist, split="test")
@@ -170,16 +168,14 @@ def figure(datalist: str, path: str, seed: int = 0) -> dict:
     p = _parser(progress=False, num_inference_steps=50, scheduler="ddim", guidance_scale=3.0, **MODEL_OVERRIDES)
     sampler, conditioner = p.get_parsed_content("sampler"), p.get_parsed_content("conditioner")
     tiles = [_tile(film_picture(), "real RG1_UNCI", spatial_order="yx")]
-    tiles += [_tile(np.asarray(LoadImage(image_only=True)(e["image"])) / 255.0, f"data {e['case'][-5:]}") for e in picks]
+    tiles += [_tile(img[0].numpy(), f"data {e['case'][-5:]}") for img, e in zip(load_radiographs(picks), picks)]
     tiles.append(_tile(np.zeros((128, 128), np.float32), "samples (w 3):"))
     for k, e in enumerate(picks):
         img = sampler.sample(conditioner.from_values(1, prompt=e["report"]), conditioner.null(1), num_samples=1,
                              generator=torch.Generator().manual_seed(seed + k), num_inference_steps=50,
                              guidance_scale=3.0, progress=False).clamp(0, 1)[0, 0].numpy()
         tiles.append(_tile(img, e["report"][:22]))
-    buf = io.BytesIO()
-    _grid(tiles, 8).save(buf, format="PNG")
-    write_bytes(buf.getvalue(), Path(path))
+    write_grid(tiles, 8, path)
     return {"figure": str(path), "reports": [e["report"] for e in picks]}
 
 

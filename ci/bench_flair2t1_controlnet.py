@@ -206,7 +206,6 @@ def cmd_eval(args) -> dict:
 
 def cmd_diversity(args) -> dict:
     import numpy as np
-    import torch
 
     from common.evaluation.metrics import ms_ssim_diversity
 
@@ -215,7 +214,9 @@ def cmd_diversity(args) -> dict:
     ours, seconds = translate_ours(test, OUT / "ours", num_inference_steps=args.steps)
     again, _ = translate_ours(test[:4], OUT / "ours_seed1", num_inference_steps=args.steps, seed=1)
     pairs = len(test) * (len(test) - 1) // 2
-    stack = lambda vols: torch.from_numpy(np.stack(vols)[:, None]).float()  # noqa: E731
+    def stack(vols):  # [N, 1, D, H, W], as ms_ssim_diversity takes them
+        return np.stack(vols)[:, None]
+
     seed_pairs = [ms_ssim_diversity(stack([a, b]), max_pairs=1) for a, b in zip(ours[:4], again)]
     return {"subjects": len(test), "pairs": pairs, "steps": args.steps, "seconds_per_volume": round(seconds, 2),
             "ms_ssim_between_subjects_translations": round(ms_ssim_diversity(stack(ours), max_pairs=pairs), 4),

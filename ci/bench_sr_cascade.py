@@ -249,16 +249,15 @@ def cmd_fid(args) -> dict:
             lows.append(_load(str(out / "lowres" / name)))
     seconds = (time.perf_counter() - start) / len(held)
     import numpy as np
-    import torch
 
     from common.evaluation.metrics import ms_ssim_diversity
 
     pairs = len(held) * (len(held) - 1) // 2
-    stack = lambda vols: torch.from_numpy(np.stack(vols)[:, None]).float()  # noqa: E731
     report = {
         # like for like: the samples were drawn with the held-out subjects' covariates
-        "ms_ssim_diversity_cascade_samples": ms_ssim_diversity(stack(samples), max_pairs=pairs),
-        "ms_ssim_diversity_heldout_1mm": ms_ssim_diversity(stack([_load(e["image"]) for e in held]), max_pairs=pairs),
+        "ms_ssim_diversity_cascade_samples": ms_ssim_diversity(np.stack(samples)[:, None], max_pairs=pairs),
+        "ms_ssim_diversity_heldout_1mm": ms_ssim_diversity(np.stack([_load(e["image"]) for e in held])[:, None],
+                                                           max_pairs=pairs),
         "real_volumes": len(held), "samples": len(samples), "cascade_seconds_per_sample_in_process": round(seconds, 1),
         "fid_cascade_samples": fid(real, _features(samples)),
         "fid_brain_ldm_3d_samples_trilinear": fid(real, _features([interpolate(v, "trilinear") for v in lows])),

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "cxr_text_ldm"
 sys.path.insert(0, str(REPO))
 
-from bench_cxr_text_ldm import _parser  # noqa: E402  (same folder: one way to build the inference parser)
+from bench_cxr_text_ldm import _parser, load_radiographs  # noqa: E402  (same folder: one parser, one PNG loader)
 
 from common.io import write_json  # noqa: E402
 
@@ -54,9 +54,6 @@ DATA_MATCH = {
 
 def _data_diversity(datalist: str, keys: list[str], max_pairs: int = 100) -> dict:
     """MS-SSIM between the held-out (test split) radiographs that match each prompt: the data's own diversity."""
-    import torch
-    from monai.transforms import LoadImage
-
     from common.evaluation.metrics import ms_ssim_diversity
     from common.training import load_datalist
 
@@ -65,8 +62,7 @@ def _data_diversity(datalist: str, keys: list[str], max_pairs: int = 100) -> dic
     for key in keys:
         own = [e for e in entries if DATA_MATCH[key](e)]
         if len(own) > 1:
-            imgs = torch.stack([torch.as_tensor(LoadImage(image_only=True)(e["image"])).float()[None] / 255.0 for e in own])
-            out[key] = {"n": len(own), "ms_ssim": round(ms_ssim_diversity(imgs, max_pairs=max_pairs), 4)}
+            out[key] = {"n": len(own), "ms_ssim": round(ms_ssim_diversity(load_radiographs(own), max_pairs=max_pairs), 4)}
     return out
 
 

@@ -229,7 +229,7 @@ def render(attrs: dict, size: tuple[int, int], rng: np.random.Generator) -> tupl
     img = np.clip(img * gain, 0, 1) ** gamma
     img = gaussian_filter(img, rng.uniform(0.3, 0.7) * px)
     img = img + rng.normal(0, 0.012, size=img.shape).astype(np.float32)
-    return np.clip(img, 0, 1).astype(np.float32), measure_ctr(heart, right, left)
+    return np.clip(img, 0, 1).astype(np.float32), c1  # c1: the CTR of these warped masks
 
 
 def generate(seed: int, index: int = 0, size: tuple[int, int] = (128, 128)) -> CxrCase:
@@ -294,8 +294,8 @@ def _lung_masks(s: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
 
 
 def measure(image: np.ndarray) -> dict:
-    """Raw cues measured from a radiograph: per-side lung bottom (fraction of the image height), the texture of
-    the lung's lateral band against its own inner part (a pneumothorax rim has no markings), and the CTR."""
+    """Raw cues measured from a radiograph: per-side lung bottom (fraction of the image height), the lucent share
+    of the lung's lateral band (a pneumothorax rim has no lung in it), and the CTR."""
     from scipy import ndimage as ndi
 
     a = grey_2d(image, "cxr")
@@ -320,8 +320,7 @@ def measure(image: np.ndarray) -> dict:
         out[f"{name}_lucent"] = float(np.mean(s[rows[band], cols[band]] < dark)) if band.any() else 0.0
     # CTR: the heart's widest reach from the midline on each side (the lungs' medial edges over the lower chest),
     # over the widest span between the lungs' lateral edges
-    both = right | left
-    cols_any = np.nonzero(both.any(0))[0]
+    cols_any = np.nonzero(lungs.any(0))[0]
     mid = 0.5 * (cols_any.min() + cols_any.max()) if cols_any.size else w / 2
     # rows: from 45 % of the image height down to the top of the right hemidiaphragm's dome (below it the right
     # lung ends in its costophrenic tip)
@@ -340,10 +339,8 @@ def measure(image: np.ndarray) -> dict:
             if c.size:
                 best = max(best, float(mid - c.max()) if name == "right" else float(c.min() - mid))
         reach[name] = best
-    thorax_w = 0.0
-    rc, lc = np.nonzero(right.any(0))[0], np.nonzero(left.any(0))[0]
-    if rc.size and lc.size:
-        thorax_w = float(lc.max() - rc.min() + 1)
+    lc_cols = np.nonzero(left.any(0))[0]
+    thorax_w = float(lc_cols.max() - rc_cols.min() + 1) if rc_cols.size and lc_cols.size else 0.0
     raw = (reach["right"] + reach["left"]) / thorax_w if thorax_w > 0 else 0.0
     out["ctr_raw"] = raw
     # the lungs' medial edges sit a little inside the heart shadow's outline: a linear map fitted on generated cases

@@ -125,18 +125,17 @@ def film_picture(size: tuple[int, int] = (128, 128), outlines: bool = False) -> 
     hand-marked lungs and heart outlined in white: the real image each case starts from."""
     from scipy import ndimage as ndi
 
-    from .cxr import BASE_GAMMA, FRAME_CENTRE, FRAME_HALF_W
+    from .cxr import BASE_GAMMA, FRAME_CENTRE, FRAME_HALF_W, _sample
 
     h, w = size
     film = source(factor_for(size))
-    f = film.factor
     rows = FRAME_CENTRE[1] + ((np.arange(h) + 0.5) / h * 2 - 1) * FRAME_HALF_W * h / w
     cols = FRAME_CENTRE[0] + ((np.arange(w) + 0.5) / w * 2 - 1) * FRAME_HALF_W
-    rr, cc = np.meshgrid((rows + 0.5) / f - 0.5, (cols + 0.5) / f - 0.5, indexing="ij")
-    pic = ndi.map_coordinates(film.image, [rr, cc], order=1, mode="mirror") ** BASE_GAMMA
+    rr, cc = np.meshgrid(rows, cols, indexing="ij")
+    pic = _sample(film.image, rr, cc, film.factor) ** BASE_GAMMA
     if outlines:
-        for m in (film.right_lung, film.left_lung, film.heart):
-            inside = ndi.map_coordinates(m.astype(np.float32), [rr, cc], order=1) > 0.5
+        for m in film.masks_float:
+            inside = _sample(m, rr, cc, film.factor) > 0.5
             pic[inside & ~ndi.binary_erosion(inside)] = 1.0
     return pic.astype(np.float32)
 
@@ -144,13 +143,8 @@ def film_picture(size: tuple[int, int] = (128, 128), outlines: bool = False) -> 
 def preview(out, n: int = 14, seed: int = 0):
     """The documentation figure: the real film (plain, then with its hand-marked outlines) and ``n`` population
     cases, drawn with ``common.data.figure``'s tiles and grid (docs/figures/populations_cxr.png: ``preview(PATH)``)."""
-    import io
-    from pathlib import Path
-
-    from common.io.writers import write_bytes
-
     from .cxr import generate
-    from .figure import _grid, _tile
+    from .figure import _tile, write_grid
 
     tiles = [_tile(film_picture(), "real RG1_UNCI", spatial_order="yx"),
              _tile(film_picture(outlines=True), "real + outlines", spatial_order="yx")]
@@ -161,10 +155,4 @@ def preview(out, n: int = 14, seed: int = 0):
         side = a["effusion_side"] if a["finding"] == "effusion" else a["pneumothorax_side"]
         detail = {"effusion": f" {side[0].upper()}{a['effusion_size'][0]}", "pneumothorax": f" {side[0].upper()}"}
         tiles.append(_tile(c.image, f"{short[a['finding']]}{detail.get(a['finding'], '')} {a['ctr']:.2f}"))
-    buf = io.BytesIO()
-    _grid(tiles, 8).save(buf, format="PNG")
-    out = Path(out)
-    if not out.parent.is_dir():
-        raise ValueError(f"folder {out.parent} does not exist: create it or pick another --out")
-    write_bytes(buf.getvalue(), out)
-    return out
+    return write_grid(tiles, 8, out)

@@ -38,6 +38,21 @@ def _grid(tiles, cols: int):
     return g
 
 
+def write_grid(tiles, cols: int, out: str | Path) -> Path:
+    """Lay ``tiles`` out ``cols`` per row and write the PNG to ``out`` atomically (its folder must exist)."""
+    import io
+
+    from common.io.writers import write_bytes
+
+    buf = io.BytesIO()
+    _grid(tiles, cols).save(buf, format="PNG")
+    out = Path(out)
+    if not out.parent.is_dir():
+        raise ValueError(f"folder {out.parent} does not exist: create it or pick another --out")
+    write_bytes(buf.getvalue(), out)
+    return out
+
+
 def _brain_view(vol: np.ndarray) -> np.ndarray:
     """Axial, coronal and sagittal mid-slices side by side, displayed radiologically upright."""
     x, y, z = (n // 2 for n in vol.shape)
@@ -51,10 +66,6 @@ def _brain_view(vol: np.ndarray) -> np.ndarray:
 
 def figure(population: str, out: str | Path, n: int = 8, seed: int = 0, dims: int = 3) -> Path:
     """Write a PNG grid of ``n`` cases of ``population`` to ``out`` (atomically)."""
-    import io
-
-    from common.io.writers import write_bytes
-
     tiles = []
     if population == "brain" and dims == 3:
         from .brain import generate_subject
@@ -101,10 +112,4 @@ def figure(population: str, out: str | Path, n: int = 8, seed: int = 0, dims: in
         cols = 4
     else:
         raise ValueError(f"unknown population {population!r}: choose one of brain, cxr, mammo, oct")
-    buf = io.BytesIO()
-    _grid(tiles, cols).save(buf, format="PNG")
-    out = Path(out)
-    if not out.parent.is_dir():
-        raise ValueError(f"folder {out.parent} does not exist: create it or pick another --out")
-    write_bytes(buf.getvalue(), out)
-    return out
+    return write_grid(tiles, cols, out)

@@ -161,12 +161,7 @@ def film_picture(index: int, size: tuple[int, int] = (160, 128)) -> np.ndarray:
 def preview(out, n: int = 16, seed: int = 0):
     """The documentation figure: the 8 real source films on the first row, then ``n`` population cases, drawn with
     ``common.data.figure``'s tiles and grid (docs/figures/populations_mammo.png: ``preview(PATH)``)."""
-    import io
-    from pathlib import Path
-
-    from common.io.writers import write_bytes
-
-    from .figure import _grid, _tile
+    from .figure import _tile, write_grid
     from .mammo import generate
 
     tiles = []
@@ -176,10 +171,4 @@ def preview(out, n: int = 16, seed: int = 0):
         c = generate(seed, i)
         a = c.attributes
         tiles.append(_tile(c.image, f"{a['masking']} {a['density']:.2f} {a['view']} {a['laterality'][0].upper()}"))
-    buf = io.BytesIO()
-    _grid(tiles, 8).save(buf, format="PNG")
-    out = Path(out)
-    if not out.parent.is_dir():
-        raise ValueError(f"folder {out.parent} does not exist: create it or pick another --out")
-    write_bytes(buf.getvalue(), out)
-    return out
+    return write_grid(tiles, 8, out)
