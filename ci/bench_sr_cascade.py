@@ -3,6 +3,8 @@
     python ci/bench_sr_cascade.py recon  [--n 12]
     python ci/bench_sr_cascade.py eval   [--n 12] [--steps 5] [--level 1]
     python ci/bench_sr_cascade.py baselines [--n 12]
+    python ci/bench_sr_cascade.py headroom [--n 12]
+    python ci/bench_sr_cascade.py learnability [--minutes 5] [--n 6]
     python ci/bench_sr_cascade.py sweep  [--n 4] [--levels 0 1 50 100 200 349] [--steps 5] [--consistency false]
     python ci/bench_sr_cascade.py steps  [--n 4] [--sweep 2 5 10 25]
     python ci/bench_sr_cascade.py fid    [--n 12]
@@ -16,6 +18,16 @@
   block means put them), each also followed by the bundle's consistency projection (no model: what the projection
   alone gives; `baselines` computes only these rows). Against the true 1 mm volume: PSNR, MAE, 3D MS-SSIM (settings valid for 160x224x160:
   kernel 9, 5 scales, as common.evaluation.metrics.ms_ssim_settings picks) and sharpness = mean gradient magnitude over the brain (truth > 0.05) relative to the truth's.
+- headroom: what any upscaler could gain over the model-free cubic B-spline + projection. Each test subject is
+  regenerated without its scanner noise (common.data.brain.generate_subject(noise=False): the same draws, so only the
+  noise differs; checked: with noise it equals the file); that noise-free 1 mm volume, projected onto the input's
+  block means, errs only by the noise inside each block, which no upscaler can know: the ceiling. Rows: cubic +
+  projection, the noise-free truth, the noise-free truth + projection (the ceiling), against the true (noisy) volume.
+- learnability: is the detail cubic interpolation misses learnable from the 2 mm volume at all, on a CPU budget? A
+  small CNN (6 convolutions of 32 channels on the 2 mm grid, 8 outputs moved back into each 2x2x2 block by MONAI's
+  pixelshuffle) regresses 10x the cubic residual (MSE, Adam 1e-3, batches of 4 random 24^3 crops of the first n
+  training subjects) for --minutes, then upscales the first test subject: PSNR with and without the projection,
+  beside cubic B-spline. A reference for the upscaler's learned part, not a shipped model.
 - sweep: ours at several noise levels (0..349) on the first n subjects: fidelity against sharpness.
 - steps: ours at several DDIM step counts on the first n subjects, with seconds per volume.
 - fid: 2.5D FID (packaged InceptionV3, 8 slices per plane over the central half) against the held-out 1 mm volumes
@@ -177,6 +189,88 @@ def cmd_baselines(args) -> dict:
     return {"subjects": len(test), **{name: _metrics(preds, truths) for name, preds in rows.items()}}
 
 
+def cmd_headroom(args) -> dict:
+    import numpy as np
+    import torch
+
+    from common.data.brain import generate_subject
+    from common.sampling.upscale import project_consistent
+
+    datalist = json.loads(args.datalist.read_text())
+    seed = int(datalist["population"]["seed"])
+    test = _entries(args.datalist, "test", args.n)
+    truths, lows, clean = [], [], []
+    for e in test:
+        index = int(e["subject"].split("-")[1])
+        truth, low = _load(e["image"]), _load(e["image_lowres"])
+        if not np.array_equal(generate_subject(seed, index, dims=3, spacing=1).t1, truth):
+            raise SystemExit(f"{e['image']} is not subject {index} of seed {seed}: regenerate the population")
+        truths.append(truth)
+        lows.append(low)
+        clean.append(generate_subject(seed, index, dims=3, spacing=1, noise=False).t1)
+    projected = [project_consistent(torch.from_numpy(c)[None, None], torch.from_numpy(v)[None, None])[0, 0]
+                 .clamp(0, 1).numpy() for c, v in zip(clean, lows)]
+    rows = {"cubic_bspline_projected": _interpolation_rows(lows)["cubic_bspline_projected"],
+            "noise_free_truth": clean, "noise_free_truth_projected_ceiling": projected}
+    report: dict = {"subjects": len(test)}
+    for name, preds in rows.items():
+        report[name] = _metrics(preds, truths)
+        print(name, json.dumps(report[name]), flush=True)
+    report["headroom_db"] = round(report["noise_free_truth_projected_ceiling"]["psnr"]["mean"]
+                                  - report["cubic_bspline_projected"]["psnr"]["mean"], 2)
+    return report
+
+
+def cmd_learnability(args) -> dict:
+    import numpy as np
+    import torch
+    from monai.networks.utils import pixelshuffle, pixelunshuffle
+    from torch import nn
+
+    from common.sampling.upscale import interpolate_up, project_consistent
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    pairs = []
+    for e in _entries(args.datalist, "training", args.n):
+        low = torch.from_numpy(_load(e["image_lowres"]))[None, None]
+        target = (torch.from_numpy(_load(e["image"]))[None, None] - interpolate_up(low[0], "cubic")[None]) * 10.0
+        pairs.append((low, pixelunshuffle(target, 3, 2)))
+    width, crop, edge = 32, 24, 5
+    layers: list = [nn.Conv3d(1, width, 3, padding=1), nn.SiLU()]
+    for _ in range(4):
+        layers += [nn.Conv3d(width, width, 3, padding=1), nn.SiLU()]
+    net = nn.Sequential(*layers, nn.Conv3d(width, 8, 3, padding=1))
+    opt = torch.optim.Adam(net.parameters(), 1e-3)
+    start, iterations = time.perf_counter(), 0
+    while time.perf_counter() - start < args.minutes * 60:
+        lows, targets = [], []
+        for _ in range(4):
+            low, target = pairs[rng.integers(len(pairs))]
+            i, j, k = (int(rng.integers(0, n - crop + 1)) for n in low.shape[2:])
+            lows.append(low[..., i:i + crop, j:j + crop, k:k + crop])
+            targets.append(target[..., i:i + crop, j:j + crop, k:k + crop])
+        error = net(torch.cat(lows)) - torch.cat(targets)
+        loss = (error[..., edge:-edge, edge:-edge, edge:-edge] ** 2).mean()  # away from the crops' zero padding
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        iterations += 1
+    test = _entries(args.datalist, "test", 1)[0]
+    truth, low = _load(test["image"]), torch.from_numpy(_load(test["image_lowres"]))[None, None]
+    cubic = interpolate_up(low[0], "cubic")[None]
+    with torch.inference_mode():
+        learned = cubic + pixelshuffle(net(low), 3, 2) / 10.0
+    rows = {"cubic_bspline": cubic, "cubic_bspline_projected": project_consistent(cubic, low),
+            "cnn": learned, "cnn_projected": project_consistent(learned, low)}
+    report: dict = {"subject": test["subject"], "training_subjects": len(pairs), "iterations": iterations,
+                    "minutes": args.minutes, "threads": torch.get_num_threads()}
+    for name, pred in rows.items():
+        report[name] = _metrics([pred[0, 0].clamp(0, 1).numpy()], [truth])
+        print(name, json.dumps(report[name]), flush=True)
+    return report
+
+
 def cmd_eval(args) -> dict:
     test = _entries(args.datalist, "test", args.n)
     truths = [_load(e["image"]) for e in test]
@@ -335,7 +429,7 @@ def cmd_pipeline(args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("command", choices=["recon", "eval", "baselines", "sweep", "steps", "fid", "figure", "pipeline"])
+    ap.add_argument("command", choices=["recon", "eval", "baselines", "headroom", "learnability", "sweep", "steps", "fid", "figure", "pipeline"])
     ap.add_argument("--datalist", type=Path, default=REPO / "data" / "brain_3d_1mm" / "datalist.json")
     ap.add_argument("--n", type=int, default=12)
     ap.add_argument("--steps", type=int, default=5)
@@ -343,6 +437,7 @@ def main() -> None:
     ap.add_argument("--levels", type=int, nargs="+", default=[0, 1, 50, 100, 200, 349])
     ap.add_argument("--sweep", type=int, nargs="+", default=[2, 5, 10, 25])
     ap.add_argument("--subject", type=int, default=0)
+    ap.add_argument("--minutes", type=float, default=5.0, help="learnability: training budget")
     ap.add_argument("--consistency", type=lambda v: v.lower() == "true", default=True, help="sweep: true | false")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--model-dir", default=None, help="weights trained elsewhere (default: the shipped ones)")

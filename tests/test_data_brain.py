@@ -153,3 +153,16 @@ def test_brain_2d_slices(tmp_path):
         rec.append(s.covariates["ventricular_vol_ml"])
         meas.append(brain.analyse_volumes(s.t1, (2.0, 2.0))["ventricular_vol_ml"])
     assert np.corrcoef(rec, meas)[0, 1] >= 0.9
+
+
+def test_noise_free_subject_differs_only_by_its_scanner_noise(subjects):
+    """generate_subject(noise=False) is the same subject (same draws: anatomy, covariates, labels, bias, levels)
+    without the noise inside the head: the truth a super-resolution headroom is measured against
+    (ci/bench_sr_cascade.py headroom)."""
+    noisy, clean = subjects[0], brain.generate_subject(11, 0, noise=False)
+    assert clean.covariates == noisy.covariates
+    np.testing.assert_array_equal(clean.seg, noisy.seg)
+    diff = (noisy.t1 - clean.t1)[(noisy.t1 > 0) & (noisy.t1 < 1)]  # the clip at 0 and 1 bends the noise
+    assert abs(float(diff.mean())) < 5e-4 and abs(float(diff.std()) - brain.NOISE_SD) < 1e-3
+    differ = noisy.t1 != clean.t1
+    assert 0.1 < differ.mean() < 0.6 and (clean.t1[differ] > 0).all()  # the noise is inside the head only

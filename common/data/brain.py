@@ -27,6 +27,7 @@ COVARIATE_RANGES: dict[str, dict[str, tuple[float, float]]] = {
 T1_LEVELS = (0.30, 0.74, 1.0, 0.58)
 FLAIR_LEVELS = (0.08, 0.78, 0.60, 1.0)
 SLICE_Z_MM = (4.0, 24.0)  # MNI z range of 2D axial slices (through the lateral ventricles)
+NOISE_SD = 0.012  # scanner noise inside the head, added to each image after the bias field
 
 
 @dataclass
@@ -236,8 +237,12 @@ def _template_fields(dims: int, spacing: int, rng: np.random.Generator) -> tuple
 
 
 def generate_subject(seed: int, index: int = 0, dims: int = 3, spacing: int = 2,
-                     keep_atlas: bool = False) -> BrainSubject:
-    """Subject ``index`` of the population with ``seed`` (independent of how many are made)."""
+                     keep_atlas: bool = False, noise: bool = True) -> BrainSubject:
+    """Subject ``index`` of the population with ``seed`` (independent of how many are made).
+
+    ``noise=False``: the same subject without its scanner noise (the draws still happen, so everything else is
+    identical): the noise-free truth a super-resolution headroom is measured against.
+    """
     rng = np.random.default_rng([int(seed), int(index), 7301])
     sex = int(rng.integers(0, 2))
     age = float(rng.uniform(*AGE_RANGE))
@@ -275,7 +280,7 @@ def generate_subject(seed: int, index: int = 0, dims: int = 3, spacing: int = 2,
     for levels, gain in ((T1_LEVELS, 0.85), (FLAIR_LEVELS, 0.9)):
         jitter = np.array(levels) * rng.uniform(0.96, 1.04, size=4)
         img = synthesise(tissue, tuple(jitter)) * bias * gain
-        img = img + inside * (0.012 * rng.standard_normal(size=shape, dtype=np.float32))
+        img = img + inside * ((NOISE_SD if noise else 0.0) * rng.standard_normal(size=shape, dtype=np.float32))
         imgs.append(np.clip(img, 0.0, 1.0).astype(np.float32))
     return BrainSubject(imgs[0], imgs[1], seg, affine, cov, grid, atlas if keep_atlas else {})
 
